@@ -1,0 +1,43 @@
+# Entry points for a newcomer: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test install test-deps lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when pyproject.toml changes.
+.make-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+.make-test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@ .make-installed
+
+install: .make-installed
+
+run: .make-installed
+	$(BIN)/authserver db upgrade
+	$(BIN)/authserver keys ensure
+	$(BIN)/authserver serve --host $(HOST) --port $(PORT)
+
+test-deps: .make-test-deps
+
+test: .make-test-deps
+	$(BIN)/ruff check authserver tests migrations $(wildcard benchmarks)
+	$(BIN)/python -m pytest -n auto --dist loadgroup $(PYTEST_ARGS)
+
+lint: .make-test-deps
+	$(BIN)/ruff check authserver tests migrations $(wildcard benchmarks)
+
+bench: .make-test-deps
+	$(BIN)/python benchmarks/refresh.py
+
+clean:
+	rm -rf $(VENV) .make-* instance .pytest_cache

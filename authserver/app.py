@@ -1,0 +1,92 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import Settings, load_settings
+from .crypto.keystore import KeyStore
+from .domain.clients import ClientCache, ClientRecord, find_client
+from .errors import register_error_handlers
+from .extensions import db, migrate
+from .services import Services
+from .storage import engine as storage_engine
+
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+
+
+def _load_client(client_id: str) -> ClientRecord | None:
+    return find_client(db.session, client_id)
+
+
+def create_app(overrides: Mapping[str, Any] | None = None,
+               settings: Settings | None = None) -> Flask:
+    """Build the app: settings (validated), database, keys, OAuth server, routes, CLI."""
+    settings = settings or load_settings(overrides)
+    app = Flask(__name__)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    database_url = storage_engine.resolve_database_url(settings.database_url)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=storage_engine.engine_options(
+            database_url, settings.db_pool_size
+        ),
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        SESSION_COOKIE_NAME="authserver_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.production,
+        JSON_SORT_KEYS=False,
+    )
+    if not settings.production:
+        # Authlib refuses plain-http requests; development may serve on a LAN address.
+        os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
+
+    if settings.trusted_proxies:
+        # Behind N reverse proxies, trust exactly N X-Forwarded-* hops (never more).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True)
+    with app.app_context():
+        engine = db.engine
+        storage_engine.install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms)
+
+    from .protocol.dpop import NonceSource
+    from .protocol.server import AuthServer
+    from .protocol.tokens import AccessTokenIssuer
+    from .storage.replay_cache import DatabaseReplayCache, RedisReplayCache
+
+    keys = KeyStore(settings.keys_dir, settings.key_passphrase)
+    clients = ClientCache(_load_client, settings.client_cache_seconds)
+    app.extensions["authserver"] = Services(
+        settings=settings,
+        keys=keys,
+        clients=clients,
+        tokens=AccessTokenIssuer(settings, keys),
+        oauth=AuthServer(clients),
+        replay=RedisReplayCache(settings.redis_url) if settings.redis_url
+        else DatabaseReplayCache(engine),
+        nonces=NonceSource(settings.secret_key) if settings.dpop_nonce else None,
+    )
+
+    from .protocol.routes import bp as oauth_bp
+    from .protocol.userinfo import bp as userinfo_bp
+    from .web import bp as web_bp
+    from .web.security import csrf_token
+
+    app.register_blueprint(oauth_bp)
+    app.register_blueprint(userinfo_bp)
+    app.register_blueprint(web_bp)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    register_error_handlers(app)
+    return app

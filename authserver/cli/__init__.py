@@ -1,0 +1,84 @@
+"""The ``authserver`` command: a Flask click group over the app factory.
+
+Every failure is one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import AppGroup, ScriptInfo
+
+from ..config import ConfigError
+from ..crypto.keystore import KeyStoreError
+from ..domain.errors import DomainError
+
+
+class CliError(click.ClickException):
+    """A one-line error for the operator."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"authserver: error: {self.format_message()}", err=True)
+
+
+class Group(AppGroup):
+    """Turns domain and key errors raised by a command into one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (DomainError, KeyStoreError) as exc:
+            raise CliError(str(exc)) from None
+
+
+def _create_app() -> Flask:
+    from ..app import create_app
+
+    return create_app()
+
+
+@click.group(cls=Group)
+def cli() -> None:
+    """authserver: OAuth 2.0 authorization server with rotating refresh tokens."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command; any failure is one line on stderr and a non-zero exit status."""
+    try:
+        result = cli.main(args=argv, prog_name="authserver",
+                          obj=ScriptInfo(create_app=_create_app), standalone_mode=False)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"authserver: configuration error: {problem}", err=True)
+        sys.exit(2)
+    except KeyStoreError as exc:
+        click.echo(f"authserver: error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(0)
+    except click.ClickException as exc:
+        # Usage errors too: one line naming the problem, not a usage screen.
+        where = f" ({exc.ctx.command_path})" if getattr(exc, "ctx", None) else ""
+        click.echo(f"authserver: error{where}: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("authserver: aborted", err=True)
+        sys.exit(1)
+    except Exception as exc:  # a bug or an unreachable database: still one line
+        if os.environ.get("AUTHSERVER_LOG_LEVEL", "").upper() == "DEBUG":
+            traceback.print_exc()
+        first_line = (str(exc).splitlines() or [""])[0][:300]
+        click.echo(f"authserver: error: {type(exc).__name__}: {first_line} "
+                   "(AUTHSERVER_LOG_LEVEL=DEBUG shows the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+# Sub-commands register themselves on ``cli`` when imported.
+from . import audit, clients, db, keys, serve, users  # noqa: E402, F401

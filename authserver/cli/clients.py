@@ -1,0 +1,226 @@
+"""``authserver clients``: register, show, update and list OAuth clients."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+from flask.cli import with_appcontext
+
+from ..domain import clients as domain_clients
+from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
+from ..domain.clients import ClientRecord, ClientSpec
+from ..extensions import db
+from ..services import services
+from . import cli
+
+LIST_OPTIONS = ("grant_types", "redirect_uris", "post_logout_redirect_uris")
+
+
+@cli.group("clients", cls=type(cli))
+def clients_group() -> None:
+    """OAuth clients."""
+
+
+def _registration_options(update: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The registration options shared by ``create`` and ``update``.
+
+    For ``update`` every option defaults to "unchanged"; for ``create`` to the defaults.
+    """
+
+    def default(value: object) -> object:
+        return None if update else value
+
+    options = [
+        click.option("--name", required=not update, help="Display name."),
+        click.option("--first-party/--third-party", "first_party", default=default(False),
+                     help="Our own app: skips consent, may use the password grant."),
+        click.option("--grant-type", "grant_types", multiple=True,
+                     type=click.Choice(domain_clients.SUPPORTED_GRANT_TYPES),
+                     help="An allowed grant type (repeatable)."),
+        click.option("--redirect-uri", "redirect_uris", multiple=True,
+                     help="Redirect URI (repeatable)."),
+        click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True,
+                     help="Where RP-initiated logout may return (repeatable)."),
+        click.option("--scope", default=default(""),
+                     help='Allowed scopes, space-separated: "read write".'),
+        click.option("--access-ttl", "access_token_ttl", type=int, default=None,
+                     help="Access-token lifetime (s); default: the server's."),
+        click.option("--refresh-idle-ttl", type=int,
+                     default=default(domain_clients.DEFAULT_REFRESH_IDLE_TTL),
+                     show_default=not update, help="Refresh-token idle lifetime (s); 0 = none."),
+        click.option("--refresh-absolute-ttl", type=int,
+                     default=default(domain_clients.DEFAULT_REFRESH_ABSOLUTE_TTL),
+                     show_default=not update,
+                     help="Session (family) lifetime (s); 0 = never expires, only revoked."),
+        click.option("--reuse-grace", type=int,
+                     default=default(domain_clients.DEFAULT_REUSE_GRACE),
+                     show_default=not update,
+                     help="Seconds a rotated token may be retried; 0 = off."),
+        click.option("--bind-device-id/--no-bind-device-id", default=default(True),
+                     help="On refresh, the device_id given at sign-in must match."),
+        click.option("--bind-user-agent/--no-bind-user-agent", default=default(True),
+                     help="On refresh, the user-agent family (app/browser + OS) must match."),
+        click.option("--bind-ip", type=click.Choice(IP_POLICIES), default=default("off"),
+                     help="On refresh, the IP network must match (/24 = IPv6 /64, "
+                          "/16 = IPv6 /48)."),
+        click.option("--require-device-id/--no-require-device-id", default=default(False),
+                     help="Sign-in must send a device_id."),
+        click.option("--on-binding-mismatch", type=click.Choice(MISMATCH_ACTIONS),
+                     default=default("revoke"),
+                     help="reject = refuse the refresh; revoke = refuse and end the session."),
+        click.option("--require-dpop/--no-require-dpop", default=default(False),
+                     help="Every token request must carry a DPoP proof (RFC 9449)."),
+        click.option("--allow-introspection/--no-allow-introspection", default=default(False),
+                     help="A resource server that may call /oauth/introspect."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    ]
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def _print(record: ClientRecord, as_json: bool, secret: str | None = None,
+           show_secret: bool = False) -> None:
+    data = record.to_public_dict()
+    if as_json:
+        if show_secret:
+            data["client_secret"] = secret
+        click.echo(json.dumps(data))
+        return
+    click.echo(f"client_id:     {record.client_id}")
+    if secret:
+        click.echo(f"client_secret: {secret}")
+        click.echo("Store the secret now: it is shown only once.")
+    for key, value in data.items():
+        if key != "client_id":
+            shown = " ".join(value) if isinstance(value, list) else value
+            click.echo(f"{key + ':':<27}{shown}")
+
+
+@clients_group.command("create")
+@click.option("--public", is_flag=True, help="A public client (no secret; native app or SPA).")
+@_registration_options(update=False)
+@with_appcontext
+def create(as_json: bool, **options: Any) -> None:
+    """Register a client; print its id and (once, never again) its secret."""
+    for name in LIST_OPTIONS:
+        options[name] = list(options[name])
+    record, secret = domain_clients.create_client(db.session, ClientSpec(**options))
+    db.session.commit()
+    _print(record, as_json, secret, show_secret=True)
+
+
+@clients_group.command("update")
+@click.argument("client_id")
+@_registration_options(update=True)
+@with_appcontext
+def update(client_id: str, as_json: bool, **options: Any) -> None:
+    """Change CLIENT_ID's registration; options not given stay as they are."""
+    changes = {k: (list(v) if k in LIST_OPTIONS else v) for k, v in options.items()
+               if v is not None and v != ()}
+    record = domain_clients.update_client(db.session, client_id, **changes)
+    db.session.commit()
+    services().clients.forget([client_id])
+    _print(record, as_json)
+
+
+@clients_group.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def show(client_id: str, as_json: bool) -> None:
+    """Show CLIENT_ID's registration (never its secret)."""
+    _print(domain_clients.get_client(db.session, client_id), as_json)
+
+
+@clients_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def list_clients(as_json: bool) -> None:
+    """List registered clients."""
+    records = domain_clients.list_clients(db.session)
+    if as_json:
+        click.echo(json.dumps([r.to_public_dict() for r in records], indent=2))
+        return
+    for r in records:
+        kind = "public" if r.public else "confidential"
+        party = " first-party" if r.first_party else ""
+        click.echo(f"{r.client_id:<20} {kind}{party:<12} {' '.join(r.grant_types):<40} {r.name}")
+
+
+@clients_group.command("rotate-secret")
+@click.argument("client_id")
+@click.option("--overlap", type=int, default=None,
+              help="Seconds the old secret stays valid (default AUTHSERVER_CLIENT_SECRET_OVERLAP).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
+    """Give CLIENT_ID a new secret, printed once; the old one works during the overlap."""
+    seconds = services().settings.client_secret_overlap if overlap is None else overlap
+    secret = domain_clients.rotate_secret(db.session, client_id, seconds)
+    db.session.commit()
+    services().clients.forget([client_id])
+    if as_json:
+        click.echo(json.dumps({"client_id": client_id, "client_secret": secret,
+                               "previous_secret_valid_for": seconds}))
+        return
+    click.echo(f"client_secret: {secret}")
+    click.echo(f"Store the secret now: it is shown only once. The previous secret stays valid "
+               f"for {seconds} s.")
+
+
+def _set_active(client_id: str, active: bool, as_json: bool) -> None:
+    revoked = domain_clients.set_active(db.session, client_id, active)
+    db.session.commit()
+    services().clients.forget([client_id])
+    if as_json:
+        click.echo(json.dumps({"client_id": client_id, "active": active,
+                               "sessions_revoked": revoked}))
+    else:
+        state = "enabled" if active else f"disabled; revoked {revoked} session(s)"
+        click.echo(f"{client_id} {state}")
+
+
+@clients_group.command("disable")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def disable(client_id: str, as_json: bool) -> None:
+    """Disable CLIENT_ID: it cannot authenticate, and every session it holds is revoked."""
+    _set_active(client_id, False, as_json)
+
+
+@clients_group.command("enable")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def enable(client_id: str, as_json: bool) -> None:
+    """Enable CLIENT_ID again (revoked sessions stay revoked)."""
+    _set_active(client_id, True, as_json)
+
+
+@clients_group.command("delete")
+@click.argument("client_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def delete(client_id: str, yes: bool, as_json: bool) -> None:
+    """Delete CLIENT_ID and every session, code and consent of it."""
+    if not yes and not click.confirm(f"Delete client {client_id} and all its sessions?",
+                                     default=False):
+        raise click.exceptions.Abort()
+    revoked = domain_clients.delete_client(db.session, client_id)
+    db.session.commit()
+    services().clients.forget([client_id])
+    if as_json:
+        click.echo(json.dumps({"client_id": client_id, "deleted": True,
+                               "sessions_revoked": revoked}))
+    else:
+        click.echo(f"deleted {client_id}; revoked {revoked} session(s)")

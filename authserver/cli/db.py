@@ -1,0 +1,48 @@
+"""``authserver db``: schema migrations (Alembic through Flask-Migrate)."""
+
+from __future__ import annotations
+
+import click
+import flask_migrate
+from flask.cli import with_appcontext
+
+from . import cli
+
+
+@cli.group("db", cls=type(cli))
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@with_appcontext
+def upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    flask_migrate.upgrade(revision=revision)
+    click.echo(f"database upgraded to {revision}")
+
+
+@db_group.command("current")
+@with_appcontext
+def current() -> None:
+    """Show the database's migration revision."""
+    flask_migrate.current()
+
+
+@db_group.command("purge")
+@click.option("--retention-days", type=click.IntRange(0, 3650), default=30, show_default=True,
+              help="Keep revoked or expired sessions this long (for the audit and support).")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@with_appcontext
+def purge(retention_days: int, batch_size: int) -> None:
+    """Delete expired and long-revoked tokens, sessions, codes and replay-cache rows.
+
+    Runs in small batches; schedule it daily, e.g. from cron:
+    ``17 3 * * * cd /srv/authserver && .venv/bin/authserver db purge``
+    """
+    from ..domain.housekeeping import purge as run_purge
+    from ..extensions import db
+
+    counts = run_purge(db.session, retention_days=retention_days, batch_size=batch_size)
+    click.echo(" ".join(f"{kind}={count}" for kind, count in counts.items()))

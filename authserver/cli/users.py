@@ -1,0 +1,111 @@
+"""``authserver users``: create, list and deactivate users."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from ..domain import users as domain_users
+from ..extensions import db
+from ..storage.models import User
+from . import CliError, cli
+
+
+@cli.group("users", cls=type(cli))
+def users_group() -> None:
+    """Users (resource owners)."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise CliError("no password on standard input")
+        return password
+    if not sys.stdin.isatty():
+        raise CliError("no terminal to ask for a password; use --password-stdin")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users_group.command("create")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--email", default=None, help="The user's e-mail address.")
+@click.option("--name", "display_name", default=None, help="The user's display name.")
+@click.option("--admin", is_flag=True, help="May use the admin pages at /admin.")
+@with_appcontext
+def create(username: str, password_stdin: bool, email: str | None,
+           display_name: str | None, admin: bool) -> None:
+    """Create USERNAME (the password is hashed with argon2id)."""
+    password = _read_password(password_stdin)
+    user = domain_users.create_user(db.session, username, password, email=email,
+                                    name=display_name)
+    user.is_admin = admin
+    db.session.commit()
+    role = " as an admin" if admin else ""
+    click.echo(f"created user {user.username}{role} (sub {user.subject})")
+
+
+@users_group.command("grant-admin")
+@click.argument("username")
+@with_appcontext
+def grant_admin(username: str) -> None:
+    """Let USERNAME use the admin pages."""
+    domain_users.set_admin(db.session, username, True)
+    db.session.commit()
+    click.echo(f"{username} is now an admin")
+
+
+@users_group.command("revoke-admin")
+@click.argument("username")
+@with_appcontext
+def revoke_admin(username: str) -> None:
+    """Take the admin role away from USERNAME."""
+    domain_users.set_admin(db.session, username, False)
+    db.session.commit()
+    click.echo(f"{username} is no longer an admin")
+
+
+@users_group.command("deactivate")
+@click.argument("username")
+@with_appcontext
+def deactivate(username: str) -> None:
+    """Deactivate USERNAME and revoke every refresh-token family (session) of theirs."""
+    revoked = domain_users.deactivate_user(db.session, username)
+    db.session.commit()
+    click.echo(f"deactivated {username}; revoked {revoked} session(s)")
+
+
+@users_group.command("reset-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@with_appcontext
+def reset_password(username: str, password_stdin: bool) -> None:
+    """Set USERNAME's password; every session and signed-in browser of theirs ends."""
+    password = _read_password(password_stdin)
+    revoked = domain_users.reset_password(db.session, username, password)
+    db.session.commit()
+    click.echo(f"password of {username} reset; revoked {revoked} session(s)")
+
+
+@users_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def list_users(as_json: bool) -> None:
+    """List users."""
+    rows = db.session.scalars(select(User).order_by(User.id)).all()
+    data = [
+        {"username": u.username, "sub": u.subject, "email": u.email, "name": u.name,
+         "active": u.active, "admin": u.is_admin, "created_at": u.created_at.isoformat()}
+        for u in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for item in data:
+        state = "active" if item["active"] else "deactivated"
+        click.echo(f"{item['username']:<24} {item['sub']}  {state}")

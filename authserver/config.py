@@ -1,0 +1,222 @@
+"""Settings: defaults <- config/default.toml <- AUTHSERVER_* environment <- overrides.
+
+One frozen object, built and validated once at start-up. Every problem is reported at
+once, each with the full key name it came from (node-oidc-provider's Configuration does
+the same; lazy validation finds the second problem only after the first is fixed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "AUTHSERVER_"
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the known-bad default
+DEFAULT_CONFIG_FILE = Path("config/default.toml")
+
+
+class ConfigError(Exception):
+    """Raised when settings are invalid; ``problems`` lists each one with its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the server reads. Field names map to ``AUTHSERVER_<NAME>``."""
+
+    env: str = "development"
+    issuer: str = "http://127.0.0.1:8000"
+    database_url: str = "sqlite:///instance/authserver.sqlite3"
+    keys_dir: str = "keys"
+    secret_key: str = DEV_SECRET_KEY
+    key_passphrase: str = ""
+    access_token_ttl: int = 900
+    default_audience: str = ""
+    jwks_max_age: int = 300
+    client_cache_seconds: int = 5
+    sqlite_busy_timeout_ms: int = 10_000
+    db_pool_size: int = 5
+    max_request_bytes: int = 65_536
+    trusted_proxies: int = 0
+    redis_url: str = ""
+    client_secret_overlap: int = 3600
+    open_registration: bool = False
+    dpop_nonce: bool = False
+    log_level: str = "INFO"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def audience(self) -> str:
+        """RFC 9068 §3: the default resource indicator when a request names none."""
+        return self.default_audience or self.issuer
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+
+
+def _coerce(name: str, raw: Any, source: str, problems: list[str]) -> Any:
+    """Convert a raw value (TOML or environment string) to the field's type."""
+    kind = _FIELDS[name].type
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        problems.append(f"{source}: expected true or false, got {raw!r}")
+        return None
+    if kind == "int":
+        if isinstance(raw, bool):
+            problems.append(f"{source}: expected an integer, got {raw!r}")
+            return None
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            problems.append(f"{source}: expected an integer, got {raw!r}")
+            return None
+    if not isinstance(raw, str):
+        problems.append(f"{source}: expected a string, got {raw!r}")
+        return None
+    return raw
+
+
+def _normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for plain ``postgresql://`` URLs (the form operators write)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Build the settings object; raise :class:`ConfigError` listing every problem."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+
+    path = Path(config_file or environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_FILE)
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"{path}: cannot be read ({exc})")
+            data = {}
+        for key, raw in data.items():
+            if key not in _FIELDS:
+                problems.append(f"{path}: unknown setting {key!r}")
+                continue
+            value = _coerce(key, raw, f"{path}:{key}", problems)
+            if value is not None:
+                values[key] = value
+    elif config_file or environ.get(ENV_PREFIX + "CONFIG"):
+        problems.append(f"{ENV_PREFIX}CONFIG: file {str(path)!r} does not exist")
+
+    for name in _FIELDS:
+        env_key = ENV_PREFIX + name.upper()
+        if env_key in environ:
+            value = _coerce(name, environ[env_key], env_key, problems)
+            if value is not None:
+                values[name] = value
+
+    for key, raw in (overrides or {}).items():
+        if key not in _FIELDS:
+            problems.append(f"override: unknown setting {key!r}")
+            continue
+        values[key] = raw
+
+    if "database_url" in values:
+        values["database_url"] = _normalise_database_url(values["database_url"])
+    settings = Settings(**values)
+    problems.extend(validate(settings))
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate(s: Settings) -> list[str]:
+    """Return every problem with the settings, each naming its environment key."""
+    problems: list[str] = []
+
+    def key(name: str) -> str:
+        return ENV_PREFIX + name.upper()
+
+    if s.env not in ("development", "production"):
+        problems.append(f"{key('env')}: must be 'development' or 'production', got {s.env!r}")
+
+    parts = urlsplit(s.issuer)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"{key('issuer')}: must be an absolute http(s) URL, got {s.issuer!r}")
+    elif parts.query or parts.fragment or s.issuer.endswith("/"):
+        problems.append(
+            f"{key('issuer')}: must have no query, fragment or trailing slash (RFC 8414 §2)"
+        )
+    elif s.production and parts.scheme != "https" and not _is_loopback_host(parts.hostname):
+        problems.append(f"{key('issuer')}: production requires https (loopback excepted)")
+
+    if not s.database_url.startswith(("sqlite", "postgresql")):
+        problems.append(f"{key('database_url')}: only sqlite:/// and postgresql:// are supported")
+
+    if s.production and (not s.secret_key or s.secret_key == DEV_SECRET_KEY):
+        problems.append(f"{key('secret_key')}: production requires a secret key of your own")
+    elif len(s.secret_key) < 32:
+        problems.append(f"{key('secret_key')}: must be at least 32 characters")
+
+    if not s.keys_dir:
+        problems.append(f"{key('keys_dir')}: must name a directory")
+
+    bounds = {
+        "access_token_ttl": (60, 86_400),
+        "jwks_max_age": (0, 86_400),
+        "client_cache_seconds": (0, 3_600),
+        "sqlite_busy_timeout_ms": (0, 600_000),
+        "db_pool_size": (1, 200),
+        "max_request_bytes": (1_024, 10_485_760),
+        "trusted_proxies": (0, 10),
+        "client_secret_overlap": (0, 30 * 86_400),
+    }
+    for name, (low, high) in bounds.items():
+        value = getattr(s, name)
+        if not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"{key(name)}: must be an integer from {low} to {high}, got {value!r}")
+
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append(f"{key('redis_url')}: must be a redis://, rediss:// or unix:// URL")
+
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append(f"{key('log_level')}: must be DEBUG, INFO, WARNING or ERROR")
+    return problems

@@ -1,0 +1,1 @@
+"""Signing keys and every JOSE call."""

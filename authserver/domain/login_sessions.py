@@ -1,0 +1,57 @@
+"""Browser sign-ins: the cookie carries only a random id; the row says who and when."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ..storage.models import LoginSession, User
+from . import audit
+from . import secrets as creds
+from .clock import utcnow
+
+
+def start(session: Session, user: User, *, user_agent: str | None, ip: str | None,
+          now: dt.datetime | None = None) -> LoginSession:
+    """Record a successful sign-in (the caller commits)."""
+    now = now or utcnow()
+    row = LoginSession(id=creds.new_family_id(), user_id=user.id, auth_time=now,
+                       created_at=now, user_agent=(user_agent or "")[:512] or None, ip=ip)
+    session.add(row)
+    audit.record(session, audit.SIGN_IN_SUCCEEDED, user_id=user.id, now=now,
+                 login_session=row.id, ip=ip, user_agent=row.user_agent)
+    return row
+
+
+def current(session: Session, login_session_id: str | None) -> tuple[LoginSession, User] | None:
+    """The live sign-in and its active user, or None."""
+    if not login_session_id or len(login_session_id) > 43:
+        return None
+    found = session.execute(
+        select(LoginSession, User)
+        .join(User, User.id == LoginSession.user_id)
+        .where(LoginSession.id == login_session_id, LoginSession.ended_at.is_(None),
+               User.active.is_(True))
+    ).one_or_none()
+    return (found[0], found[1]) if found else None
+
+
+def end(session: Session, login_session_id: str, now: dt.datetime | None = None) -> None:
+    """Sign a browser out (the caller commits)."""
+    session.execute(
+        update(LoginSession)
+        .where(LoginSession.id == login_session_id, LoginSession.ended_at.is_(None))
+        .values(ended_at=now or utcnow())
+    )
+
+
+def end_all(session: Session, user_id: int, *, keep: str | None = None,
+            now: dt.datetime | None = None) -> int:
+    """Sign the user out of every browser (but ``keep``); the caller commits."""
+    query = update(LoginSession).where(LoginSession.user_id == user_id,
+                                       LoginSession.ended_at.is_(None))
+    if keep is not None:
+        query = query.where(LoginSession.id != keep)
+    return session.execute(query.values(ended_at=now or utcnow())).rowcount

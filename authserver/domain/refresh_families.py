@@ -1,0 +1,445 @@
+"""Refresh-token families: the only module that changes a family's state.
+
+A family is one sign-in on one device (its id is the ``sid`` claim). Each refresh token
+descends from the family's first token. The rules (DESIGN.md, "Rotation and reuse
+detection"):
+
+1. A token is exchanged at most once. The exchange is a compare-and-set
+   (``UPDATE ... WHERE rotated_at IS NULL AND revoked_at IS NULL``) in the same transaction
+   that inserts the child. On PostgreSQL the losing transaction blocks on the row lock and
+   then matches no row; on SQLite every transaction is ``BEGIN IMMEDIATE`` (see
+   ``storage.engine``), so they queue. Two rotations of one token cannot both commit.
+2. A rotated token presented again inside the client's grace window gets the identical
+   response, opened from the sealed copy (``retry_seal``).
+3. Otherwise a rotated token coming back is reuse: the whole family is revoked, an audit
+   event written and committed, and the caller gets ``RefreshTokenReused``.
+4. Unknown, expired, revoked, or another client's tokens: ``InvalidRefreshToken``, and
+   nothing changes.
+
+The hot path (a successful rotation) issues three statements: one SELECT, the
+compare-and-set UPDATE, one INSERT.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from ..storage.models import RefreshToken, TokenFamily, User
+from . import audit, binding, retry_seal, scopes
+from . import secrets as creds
+from .binding import Bound, DeviceContext
+from .clock import Clock, seconds, utcnow
+from .errors import InvalidRefreshToken, RefreshTokenReused
+
+if TYPE_CHECKING:
+    from .clients import ClientRecord
+
+NO_CONTEXT = DeviceContext()
+
+
+class BindingMismatch(InvalidRefreshToken):
+    """The refresh came from another device context than the family is bound to."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an access token is issued for: passed to the caller's ``issue`` function."""
+
+    client: ClientRecord
+    subject: str
+    user_id: int
+    family_id: str
+    scope: list[str]
+    auth_time: dt.datetime
+    issued_at: dt.datetime
+    nonce: str | None = None  # OIDC: only for the ID token of the authentication response
+    jkt: str | None = None  # DPoP key thumbprint the access token is bound to (cnf.jkt)
+
+
+# issue(grant) -> the access-token part of the response: access_token, token_type, expires_in
+IssueAccessToken = Callable[[Grant], dict[str, Any]]
+
+
+def _expiry(now: dt.datetime, ttl: int, cap: dt.datetime | None) -> dt.datetime | None:
+    """``now + ttl`` (None when ttl is 0: no limit), never later than ``cap``."""
+    candidate = now + seconds(ttl) if ttl > 0 else None
+    if cap is None:
+        return candidate
+    return cap if candidate is None or candidate > cap else candidate
+
+
+def _expired(expires_at: dt.datetime | None, now: dt.datetime) -> bool:
+    return expires_at is not None and expires_at <= now
+
+
+def _response(access: dict[str, Any], refresh_token: str | None, scope: list[str]) -> dict:
+    body = dict(access)
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
+    body["scope"] = scopes.render(scope)
+    return body
+
+
+def start_family(
+    session: Session,
+    *,
+    client: ClientRecord,
+    user: User,
+    scope: list[str],
+    grant_type: str,
+    issue: IssueAccessToken,
+    auth_time: dt.datetime | None = None,
+    with_refresh_token: bool = True,
+    family_id: str | None = None,
+    login_session_id: str | None = None,
+    nonce: str | None = None,
+    context: DeviceContext = NO_CONTEXT,
+    bind_dpop: bool = False,
+    clock: Clock = utcnow,
+) -> dict[str, Any]:
+    """A new sign-in: create the family and its first refresh token; commit; return the body.
+
+    The family records the device context; with ``bind_dpop`` it is bound to the DPoP key.
+    A new sign-in from a device that already holds a family of this client replaces it.
+    """
+    now = clock()
+    family_id = family_id or creds.new_family_id()
+    expires_at = _expiry(now, client.refresh_absolute_ttl, None)
+    if context.device_id is not None:
+        _replace_device_family(session, user.id, client.client_id, context.device_id, now)
+    session.execute(
+        insert(TokenFamily).values(
+            id=family_id,
+            user_id=user.id,
+            client_id=client.client_id,
+            scope=scopes.render(scope),
+            grant_type=grant_type,
+            auth_time=auth_time or now,
+            created_at=now,
+            expires_at=expires_at,
+            login_session_id=login_session_id,
+            device_id=context.device_id,
+            user_agent=(context.user_agent or "")[:512] or None,
+            ua_family=context.ua_family,
+            ip=context.ip,
+            dpop_jkt=context.dpop_jkt if bind_dpop else None,
+        )
+    )
+    refresh_token = None
+    if with_refresh_token:
+        refresh_token = creds.new_refresh_token()
+        session.execute(
+            insert(RefreshToken).values(
+                family_id=family_id,
+                token_digest=creds.digest(refresh_token),
+                created_at=now,
+                ip=context.ip,
+                expires_at=_expiry(now, client.refresh_idle_ttl, expires_at),
+            )
+        )
+    audit.record(session, audit.FAMILY_CREATED, user_id=user.id, client_id=client.client_id,
+                 family_id=family_id, now=now, grant_type=grant_type,
+                 device=context.describe(), dpop_bound=bind_dpop and bool(context.dpop_jkt))
+    grant = Grant(client, user.subject, user.id, family_id, scope, auth_time or now, now, nonce,
+                  context.dpop_jkt)
+    body = _response(issue(grant), refresh_token, scope)
+    session.commit()
+    return body
+
+
+_LOOKUP = (
+    select(
+        RefreshToken.id,
+        RefreshToken.family_id,
+        RefreshToken.expires_at,
+        RefreshToken.rotated_at,
+        RefreshToken.revoked_at,
+        TokenFamily.client_id,
+        TokenFamily.user_id,
+        TokenFamily.scope,
+        TokenFamily.auth_time,
+        TokenFamily.expires_at.label("family_expires_at"),
+        TokenFamily.revoked_at.label("family_revoked_at"),
+        TokenFamily.device_id,
+        TokenFamily.ua_family,
+        TokenFamily.dpop_jkt,
+        RefreshToken.ip,
+        RefreshToken.created_at,
+        User.subject,
+        User.active,
+    )
+    .join(TokenFamily, TokenFamily.id == RefreshToken.family_id)
+    .join(User, User.id == TokenFamily.user_id)
+)
+
+
+def rotate(
+    session: Session,
+    *,
+    presented: str,
+    client: ClientRecord,
+    requested_scope: str | None,
+    issue: IssueAccessToken,
+    context: DeviceContext = NO_CONTEXT,
+    clock: Clock = utcnow,
+) -> dict[str, Any]:
+    """Exchange a refresh token for a new pair; commit; return the token response body.
+
+    Raises ``InvalidRefreshToken`` (nothing changed), ``RefreshTokenReused`` (the family
+    was revoked and that revocation committed), ``BindingMismatch`` (the request came
+    from another device; revoked when the client's policy says so) or ``ScopeNotGranted``.
+    """
+    now = clock()
+    row = session.execute(
+        _LOOKUP.where(RefreshToken.token_digest == creds.digest(presented))
+    ).one_or_none()
+    if row is None or row.client_id != client.client_id:
+        raise InvalidRefreshToken("unknown refresh token")
+    if row.revoked_at is not None or row.family_revoked_at is not None or not row.active:
+        raise InvalidRefreshToken("the refresh token was revoked")
+    bound = Bound(row.device_id, row.ua_family, row.ip, row.dpop_jkt)
+    mismatched = binding.mismatches(client.binding, bound, context)
+    if row.rotated_at is not None:
+        # A retry is only a retry from the same binding; from elsewhere it is reuse.
+        return _retry_or_reuse(session, row.id, presented, client, clock,
+                               mismatched=mismatched, bound=bound, context=context)
+    if _expired(row.expires_at, now) or _expired(row.family_expires_at, now):
+        raise InvalidRefreshToken("the refresh token has expired")
+    if mismatched:
+        _binding_mismatch(session, row.family_id, row.user_id, client, mismatched, bound,
+                          context, now)
+
+    scope = scopes.narrow(requested_scope, scopes.parse(row.scope))
+    child = creds.new_refresh_token()
+    # A bound family's tokens carry its key; an unbound one's carry the proof's key, if any.
+    jkt = row.dpop_jkt or context.dpop_jkt
+    grant = Grant(client, row.subject, row.user_id, row.family_id, scope, row.auth_time, now,
+                  None, jkt)
+    body = _response(issue(grant), child, scope)
+
+    grace = client.reuse_grace
+    claimed = session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.id == row.id,
+            RefreshToken.rotated_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(
+            rotated_at=now,
+            retry_response=retry_seal.seal(presented, body, row.id) if grace else None,
+            retry_until=now + seconds(grace) if grace else None,
+        )
+    )
+    if claimed.rowcount != 1:
+        # Another request rotated (or revoked) this token after our SELECT. On PostgreSQL
+        # the failed compare-and-set still holds the row lock it waited for; end this
+        # transaction before deciding, so every revocation takes locks in one order
+        # (family row, then its tokens) and concurrent losers cannot deadlock.
+        session.rollback()
+        return _retry_or_reuse(session, row.id, presented, client, clock,
+                               mismatched=mismatched, bound=bound, context=context)
+    session.execute(
+        insert(RefreshToken).values(
+            family_id=row.family_id,
+            parent_id=row.id,
+            token_digest=creds.digest(child),
+            created_at=now,
+            ip=context.ip,
+            expires_at=_expiry(now, client.refresh_idle_ttl, row.family_expires_at),
+        )
+    )
+    session.commit()
+    return body
+
+
+def _binding_mismatch(session: Session, family_id: str, user_id: int, client: ClientRecord,
+                      mismatched: list[str], bound: Bound, context: DeviceContext,
+                      now: dt.datetime) -> None:
+    """Audit a refresh from another context; revoke if the policy says so; raise."""
+    action = client.binding.on_mismatch
+    session.rollback()
+    audit.record(session, audit.BINDING_MISMATCH, user_id=user_id, client_id=client.client_id,
+                 family_id=family_id, now=now, mismatched=mismatched, action=action,
+                 bound=bound.describe(), presented=context.describe())
+    if action == "revoke":
+        revoke_family(session, family_id, reason="binding_mismatch", now=now)
+    session.commit()
+    raise BindingMismatch("the refresh token is bound to another device")
+
+
+def _replace_device_family(session: Session, user_id: int, client_id: str, device_id: str,
+                           now: dt.datetime) -> None:
+    """One live family per device, client and user: a new sign-in revokes the old one."""
+    old = session.scalars(
+        select(TokenFamily.id).where(
+            TokenFamily.user_id == user_id, TokenFamily.client_id == client_id,
+            TokenFamily.device_id == device_id, TokenFamily.revoked_at.is_(None))
+    ).all()
+    for family_id in old:
+        revoke_family(session, family_id, reason="replaced_by_new_sign_in", now=now)
+
+
+def _retry_or_reuse(
+    session: Session, token_id: int, presented: str, client: ClientRecord, clock: Clock,
+    *, mismatched: list[str], bound: Bound, context: DeviceContext,
+) -> dict[str, Any]:
+    """A rotated token came back: the identical response inside grace, else revoke all."""
+    # Read the clock only now: a timestamp taken before waiting on the row lock would make
+    # a late request look as if it were inside the window (AUTHLIB_NOTES, refresh grant).
+    now = clock()
+    row = session.execute(
+        select(
+            RefreshToken.family_id,
+            RefreshToken.rotated_at,
+            RefreshToken.revoked_at,
+            RefreshToken.retry_response,
+            RefreshToken.retry_until,
+            TokenFamily.revoked_at.label("family_revoked_at"),
+            TokenFamily.user_id,
+        )
+        .join(TokenFamily, TokenFamily.id == RefreshToken.family_id)
+        .where(RefreshToken.id == token_id)
+    ).one()
+    if row.revoked_at is not None or row.family_revoked_at is not None:
+        raise InvalidRefreshToken("the refresh token was revoked")
+    inside_grace = (
+        not mismatched
+        and row.retry_response is not None
+        and row.retry_until is not None
+        and now <= row.retry_until
+    )
+    if inside_grace:
+        body = retry_seal.open_sealed(presented, row.retry_response, token_id)
+        if body is not None:
+            audit.record(session, audit.ROTATION_RETRY, user_id=row.user_id,
+                         client_id=client.client_id, family_id=row.family_id, now=now,
+                         rotated_at=row.rotated_at.isoformat() if row.rotated_at else None)
+            session.commit()
+            return body
+    revoke_family(session, row.family_id, reason="reuse_detected", now=now)
+    audit.record(session, audit.REUSE_DETECTED, user_id=row.user_id, client_id=client.client_id,
+                 family_id=row.family_id, now=now,
+                 rotated_at=row.rotated_at.isoformat() if row.rotated_at else None,
+                 mismatched=mismatched, bound=bound.describe(), presented=context.describe())
+    session.commit()
+    raise RefreshTokenReused("the refresh token was already used; the session is revoked")
+
+
+def revoke_family(
+    session: Session, family_id: str, *, reason: str, now: dt.datetime | None = None
+) -> bool:
+    """Revoke a family and every token in it (the caller commits). True if it was live."""
+    now = now or utcnow()
+    revoked = session.execute(
+        update(TokenFamily)
+        .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
+        .values(revoked_at=now, revoke_reason=reason)
+        .returning(TokenFamily.user_id, TokenFamily.client_id)
+    ).one_or_none()
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now, revoke_reason=reason, retry_response=None, retry_until=None)
+    )
+    if revoked is not None:
+        audit.record(session, audit.FAMILY_REVOKED, user_id=revoked.user_id,
+                     client_id=revoked.client_id, family_id=family_id, now=now, cause=reason)
+    return revoked is not None
+
+
+def revoke_user_families(
+    session: Session,
+    user_id: int,
+    *,
+    reason: str,
+    except_family: str | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Revoke every live family of a user (optionally but one); return how many."""
+    query = select(TokenFamily.id).where(
+        TokenFamily.user_id == user_id, TokenFamily.revoked_at.is_(None)
+    )
+    if except_family is not None:
+        query = query.where(TokenFamily.id != except_family)
+    family_ids = list(session.scalars(query))
+    for family_id in family_ids:
+        revoke_family(session, family_id, reason=reason, now=now)
+    return len(family_ids)
+
+
+def purge_expired_retry_responses(session: Session, now: dt.datetime | None = None) -> int:
+    """Drop sealed retry responses whose grace window has passed; commit; return how many."""
+    now = now or utcnow()
+    result = session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.retry_until.is_not(None), RefreshToken.retry_until < now)
+        .values(retry_response=None, retry_until=None)
+    )
+    session.commit()
+    return result.rowcount
+
+
+class RetrySweeper:
+    """Deletes expired sealed responses at most once per ``interval`` seconds per process.
+
+    Run after a rotation has committed, so the sweep never lengthens the rotation's own
+    transaction; the ``retry_until`` index keeps it to the rows that are due.
+    """
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def maybe_sweep(self, session: Session, now: dt.datetime) -> int:
+        if time.monotonic() < self._next or not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            self._next = time.monotonic() + self.interval
+            return purge_expired_retry_responses(session, now)
+        finally:
+            self._lock.release()
+
+
+@dataclass(frozen=True)
+class RefreshTokenInfo:
+    """What introspection and revocation need to know about a presented refresh token."""
+
+    family_id: str
+    client_id: str
+    subject: str
+    scope: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    dpop_jkt: str | None
+    active: bool
+
+
+def find_refresh_token(session: Session, presented: str, now: dt.datetime
+                       ) -> RefreshTokenInfo | None:
+    """Look a refresh token up by digest (one indexed query); None if unknown."""
+    row = session.execute(
+        _LOOKUP.where(RefreshToken.token_digest == creds.digest(presented))
+    ).one_or_none()
+    if row is None:
+        return None
+    expires = row.expires_at
+    if row.family_expires_at is not None and (expires is None or row.family_expires_at < expires):
+        expires = row.family_expires_at
+    active = (row.rotated_at is None and row.revoked_at is None
+              and row.family_revoked_at is None and row.active
+              and not _expired(expires, now))
+    return RefreshTokenInfo(
+        family_id=row.family_id, client_id=row.client_id, subject=row.subject,
+        scope=row.scope, created_at=row.created_at, expires_at=expires,
+        dpop_jkt=row.dpop_jkt, active=active,
+    )

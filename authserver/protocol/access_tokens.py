@@ -1,0 +1,73 @@
+"""Verifying our own access tokens where the server itself consumes them (userinfo).
+
+Signature by a published key with that key's algorithm only, ``typ: at+jwt``, issuer and
+expiry; then the session check that a JWT alone cannot give: the family (``sid``) must not
+be revoked and the user must be active, so revocation is immediate here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..crypto import jose
+from ..crypto.keystore import KeyStore
+from ..storage.models import TokenFamily, User
+from .tokens import ACCESS_TOKEN_TYP
+
+LEEWAY = 30
+
+
+class InvalidAccessToken(Exception):
+    """RFC 6750 invalid_token; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class VerifiedAccessToken:
+    claims: dict[str, Any]
+    scope: tuple[str, ...]
+    user: User | None
+
+
+def verify(token: str, *, keys: KeyStore, issuer: str, session: Session,
+           now: dt.datetime, leeway: int = LEEWAY) -> VerifiedAccessToken:
+    header = _header(token)
+    key = next((k for k in keys.published() if k.kid == header.get("kid")), None)
+    if key is None or header.get("alg") != key.alg:
+        raise InvalidAccessToken("the token is not signed by this server")
+    if header.get("typ") != ACCESS_TOKEN_TYP:
+        raise InvalidAccessToken("not an access token")
+    try:
+        claims = jose.verify_jwt(token, key.private, key.alg)
+    except jose.InvalidJWT:
+        raise InvalidAccessToken("the token signature is invalid") from None
+    timestamp = now.timestamp()
+    if claims.get("iss") != issuer:
+        raise InvalidAccessToken("the token was issued by another server")
+    exp = claims.get("exp")
+    if not isinstance(exp, int) or exp + leeway <= timestamp:
+        raise InvalidAccessToken("the token has expired")
+    user = None
+    sid = claims.get("sid")
+    if sid is not None:
+        row = session.execute(
+            select(TokenFamily.revoked_at, User)
+            .join(User, User.id == TokenFamily.user_id)
+            .where(TokenFamily.id == str(sid))
+        ).one_or_none()
+        if row is None or row.revoked_at is not None or not row.User.active:
+            raise InvalidAccessToken("the session of this token has ended")
+        user = row.User
+    scope = tuple(str(claims.get("scope", "")).split())
+    return VerifiedAccessToken(claims, scope, user)
+
+
+def _header(token: str) -> dict[str, Any]:
+    try:
+        return jose.unverified_header(token)
+    except jose.InvalidJWT:
+        raise InvalidAccessToken("malformed token") from None

@@ -1,0 +1,78 @@
+"""Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7591 method names).
+
+``client_secret_basic`` and ``client_secret_post`` for confidential clients, ``none`` for
+public ones. A request that uses two methods is refused (§2.3); every failure is
+``invalid_client`` with 401 and ``WWW-Authenticate`` (§5.2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from urllib.parse import unquote_plus
+
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
+
+from ..domain.clients import ClientRecord
+from .errors import oauth_error
+
+FAILED = "client authentication failed"
+
+
+def _fail(description: str = FAILED) -> InvalidClientError:
+    return oauth_error(InvalidClientError, description, status_code=401)  # type: ignore[return-value]
+
+
+def parse_basic(header: str) -> tuple[str, str]:
+    """(client_id, secret) from an HTTP Basic header, form-urldecoded per §2.3.1."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        raise _fail("the Authorization header must use the Basic scheme")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise _fail("malformed Basic authorization header") from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep or not client_id:
+        raise _fail("malformed Basic authorization header")
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def authenticate_client(
+    headers: dict[str, str] | object, form: dict[str, str] | object,
+    lookup: Callable[[str], ClientRecord | None],
+) -> tuple[ClientRecord, str]:
+    """Return the authenticated client and the method it used, or raise an OAuth error."""
+    auth = headers.get("Authorization")  # type: ignore[attr-defined]
+    body_id = form.get("client_id")  # type: ignore[attr-defined]
+    body_secret = form.get("client_secret")  # type: ignore[attr-defined]
+    secret: str | None
+    if auth:
+        client_id, secret = parse_basic(auth)
+        if body_secret is not None:
+            raise oauth_error(InvalidRequestError,
+                              "use exactly one client authentication method")
+        if body_id is not None and body_id != client_id:
+            raise oauth_error(InvalidRequestError,
+                              "client_id does not match the Authorization header")
+        method = "client_secret_basic"
+    elif body_secret is not None:
+        if not body_id:
+            raise _fail("client_secret_post requires client_id")
+        client_id, secret, method = body_id, body_secret, "client_secret_post"
+    elif body_id:
+        client_id, secret, method = body_id, None, "none"
+    else:
+        raise _fail("client authentication is required")
+
+    client = lookup(client_id) if len(client_id) <= 64 else None
+    if client is None or not client.active:
+        raise _fail()
+    if not client.check_endpoint_auth_method(method, "token"):
+        if client.public:
+            raise _fail("a public client has no secret; authenticate with client_id only")
+        raise _fail("this client must authenticate with its client secret")
+    if secret is not None and not client.check_client_secret(secret):
+        raise _fail()
+    return client, method

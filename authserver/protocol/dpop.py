@@ -1,0 +1,148 @@
+"""DPoP proof validation (RFC 9449 §4.3) and server nonces (§8).
+
+Written here because Authlib has none. Every check of §4.3 in order: one proof, a JWS
+with ``typ: dpop+jwt``, an asymmetric ``alg`` from a pinned list, a public ``jwk`` that
+verifies the signature, ``htm`` and ``htu`` matching this request, ``iat`` inside the
+window, a ``jti`` never seen before, the server nonce when required, and ``ath`` when an
+access token accompanies the proof.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..crypto import jose
+from ..storage.replay_cache import ReplayCache
+
+ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+MAX_PROOF_LENGTH = 8192
+MAX_AGE = 300  # seconds a proof's iat may lie in the past
+MAX_SKEW = 60  # ... and in the future
+NONCE_WINDOW = 300
+
+
+class DPoPError(Exception):
+    """``invalid_dpop_proof`` or ``use_dpop_nonce``; the message is safe to show."""
+
+    def __init__(self, description: str, error: str = "invalid_dpop_proof") -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+@dataclass(frozen=True)
+class Proof:
+    jkt: str  # RFC 7638 thumbprint of the proof key
+    jti: str
+    claims: dict[str, Any]
+
+
+def normalise_htu(uri: str) -> str:
+    """RFC 9449 §4.3 (9): compare without query and fragment, scheme and host lowercased,
+    default ports dropped (RFC 3986 §6.2.2, §6.2.3)."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return ""
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path or "/", "", ""))
+
+
+def access_token_hash(access_token: str) -> str:
+    digest = hashlib.sha256(access_token.encode("ascii", "replace")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+class NonceSource:
+    """Stateless server nonces: an HMAC of the current time window (valid for two windows)."""
+
+    def __init__(self, secret: str, window: int = NONCE_WINDOW) -> None:
+        self._key = hashlib.sha256(b"authserver dpop-nonce\x00" + secret.encode()).digest()
+        self.window = window
+
+    def _for(self, index: int) -> str:
+        mac = hmac.new(self._key, str(index).encode(), hashlib.sha256).digest()[:18]
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def current(self) -> str:
+        return self._for(int(time.time()) // self.window)
+
+    def valid(self, nonce: object) -> bool:
+        if not isinstance(nonce, str):
+            return False
+        index = int(time.time()) // self.window
+        return any(hmac.compare_digest(nonce, self._for(i)) for i in (index, index - 1))
+
+
+def validate(
+    headers: Iterable[str],
+    *,
+    method: str,
+    urls: Iterable[str],
+    now: dt.datetime,
+    replay: ReplayCache,
+    nonces: NonceSource | None = None,
+    access_token: str | None = None,
+) -> Proof:
+    """Validate the request's DPoP header values; return the proof or raise DPoPError."""
+    values = list(headers)
+    if len(values) != 1:
+        raise DPoPError("exactly one DPoP header is required")
+    proof = values[0].strip()
+    if not proof or len(proof) > MAX_PROOF_LENGTH:
+        raise DPoPError("the DPoP proof is empty or too long")
+    try:
+        header = jose.unverified_header(proof)
+    except jose.InvalidJWT:
+        raise DPoPError("the DPoP proof is not a JWS") from None
+    if header.get("typ") != "dpop+jwt":
+        raise DPoPError("the DPoP proof must have typ dpop+jwt")
+    alg = header.get("alg")
+    if alg not in ALGORITHMS:
+        raise DPoPError("the DPoP proof algorithm is not allowed")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise DPoPError("the DPoP proof must carry its public key in jwk")
+    try:
+        claims, jkt = jose.verify_embedded_jwk_jws(proof, jwk, alg)
+    except jose.InvalidJWT as exc:
+        raise DPoPError(f"the DPoP proof is invalid: {exc}") from None
+
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
+        raise DPoPError("the DPoP proof needs a jti")
+    if claims.get("htm") != method:
+        raise DPoPError("htm does not match the request method")
+    htu = claims.get("htu")
+    if not isinstance(htu, str) or normalise_htu(htu) not in {normalise_htu(u) for u in urls}:
+        raise DPoPError("htu does not match the request URI")
+    iat = claims.get("iat")
+    timestamp = now.timestamp()
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise DPoPError("the DPoP proof needs iat")
+    if iat < timestamp - MAX_AGE or iat > timestamp + MAX_SKEW:
+        raise DPoPError("the DPoP proof is too old or from the future")
+    if nonces is not None and not nonces.valid(claims.get("nonce")):
+        raise DPoPError("a fresh DPoP-Nonce is required", "use_dpop_nonce")
+    if access_token is not None and not hmac.compare_digest(
+            str(claims.get("ath", "")), access_token_hash(access_token)):
+        raise DPoPError("ath does not match the access token")
+    expires = dt.datetime.fromtimestamp(iat + MAX_AGE + MAX_SKEW, dt.UTC)
+    key = hashlib.sha256(f"{jkt}\x00{jti}".encode()).hexdigest()
+    if not replay.add(key, expires):
+        raise DPoPError("the DPoP proof was already used")
+    return Proof(jkt=jkt, jti=jti, claims=claims)

@@ -1,0 +1,196 @@
+"""Token-endpoint grants. Each is a thin adapter: Authlib parses, the domain decides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    UnauthorizedClientError,
+)
+from flask import g
+from flask import request as http_request
+from sqlalchemy.exc import DBAPIError
+
+from ..domain import audit, codes, refresh_families, scopes, users
+from ..domain.binding import DeviceContext, valid_device_id
+from ..domain.clients import ClientRecord
+from ..domain.errors import InvalidRefreshToken, ScopeNotGranted
+from ..extensions import db
+from ..services import services
+from .errors import InvalidDPoPProofError, oauth_error
+
+Response = tuple[int, dict[str, Any], list[tuple[str, str]]]
+CONCURRENCY_SQLSTATES = ("40001", "40P01")  # serialization_failure, deadlock_detected
+
+
+def _client(grant: grants.BaseGrant, grant_type: str) -> ClientRecord:
+    client: ClientRecord = grant.authenticate_token_endpoint_client()
+    if not client.check_grant_type(grant_type):
+        raise oauth_error(UnauthorizedClientError,
+                          f"the client may not use grant_type {grant_type}")
+    return client
+
+
+def _scope_for(client: ClientRecord, requested: str | None) -> list[str]:
+    """The scope to grant: what was asked, within what the client is registered for."""
+    try:
+        return scopes.narrow(requested, list(client.scope))
+    except ScopeNotGranted as exc:
+        raise oauth_error(InvalidScopeError, str(exc)) from None
+
+
+def _device_context(client: ClientRecord, signing_in: bool) -> DeviceContext:
+    """The requesting device: ``device_id`` (form or ``X-Device-Id``), user agent, client IP
+    (``remote_addr``: ProxyFix applies only the configured trusted hops), DPoP key."""
+    in_form = http_request.form.get("device_id")
+    in_header = http_request.headers.get("X-Device-Id")
+    if in_form is not None and in_header is not None and in_form != in_header:
+        raise oauth_error(InvalidRequestError, "device_id and X-Device-Id differ")
+    device_id = in_form if in_form is not None else in_header
+    if device_id is not None and not valid_device_id(device_id):
+        raise oauth_error(InvalidRequestError,
+                          "device_id must be 8 to 128 printable characters without spaces")
+    if signing_in and device_id is None and client.binding.require_device_id:
+        raise oauth_error(InvalidRequestError, "this client must send a device_id")
+    proof = g.get("dpop")
+    if proof is None and client.binding.require_dpop:
+        raise oauth_error(InvalidDPoPProofError, "this client must send a DPoP proof")
+    return DeviceContext(device_id=device_id, user_agent=http_request.user_agent.string or None,
+                         ip=http_request.remote_addr, dpop_jkt=proof.jkt if proof else None)
+
+
+def _required(grant: grants.BaseGrant, name: str) -> str:
+    value = grant.request.form.get(name)
+    if not value:
+        raise oauth_error(InvalidRequestError, f"missing {name!r} parameter")
+    return value
+
+
+class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
+    """RFC 6749 §4.3, for first-party clients only (RFC 9700 §2.4 discourages it otherwise)."""
+
+    def validate_token_request(self) -> None:
+        client = _client(self, self.GRANT_TYPE)
+        if not client.first_party:
+            raise oauth_error(UnauthorizedClientError,
+                              "the password grant is only for first-party clients")
+        username = _required(self, "username")
+        password = _required(self, "password")
+        self.request.client = client
+        self.granted_scope = _scope_for(client, self.request.form.get("scope"))
+        self.context = _device_context(client, signing_in=True)
+        user = users.authenticate(db.session, username, password)
+        if user is None:
+            audit.record(db.session, audit.SIGN_IN_FAILED, client_id=client.client_id,
+                         grant_type=self.GRANT_TYPE)
+            db.session.commit()
+            raise oauth_error(InvalidGrantError, "invalid username or password")
+        self.request.user = user
+
+    def create_token_response(self) -> Response:
+        client: ClientRecord = self.request.client
+        audit.record(db.session, audit.SIGN_IN_SUCCEEDED, user_id=self.request.user.id,
+                     client_id=client.client_id, grant_type=self.GRANT_TYPE,
+                     device=self.context.describe())
+        body = refresh_families.start_family(
+            db.session,
+            client=client,
+            user=self.request.user,
+            scope=self.granted_scope,
+            grant_type=self.GRANT_TYPE,
+            issue=services().tokens.for_grant,
+            with_refresh_token=client.check_grant_type("refresh_token"),
+            context=self.context,
+            bind_dpop=client.public,  # RFC 9449 §5: public clients' refresh tokens are bound
+            clock=services().clock,
+        )
+        return 200, body, self.TOKEN_RESPONSE_HEADER
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    """RFC 6749 §4.4: confidential clients only, access token only (§4.4.3)."""
+
+    def validate_token_request(self) -> None:
+        client = _client(self, self.GRANT_TYPE)
+        if client.public:
+            raise oauth_error(UnauthorizedClientError,
+                              "public clients may not use client_credentials")
+        self.request.client = client
+        self.granted_scope = _scope_for(client, self.request.form.get("scope"))
+        self.context = _device_context(client, signing_in=False)
+
+    def create_token_response(self) -> Response:
+        client: ClientRecord = self.request.client
+        access = services().tokens.issue(client=client, subject=client.client_id,
+                                         issued_at=services().clock(), scope=self.granted_scope,
+                                         jkt=self.context.dpop_jkt)
+        body = {**access, "scope": scopes.render(self.granted_scope)}
+        return 200, body, self.TOKEN_RESPONSE_HEADER
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """RFC 6749 §6 with rotation and reuse detection (``domain.refresh_families``)."""
+
+    def validate_token_request(self) -> None:
+        self.request.client = _client(self, self.GRANT_TYPE)
+        self.presented = _required(self, "refresh_token")
+        self.context = _device_context(self.request.client, signing_in=False)
+
+    def create_token_response(self) -> Response:
+        try:
+            body = refresh_families.rotate(
+                db.session,
+                presented=self.presented,
+                client=self.request.client,
+                requested_scope=self.request.form.get("scope"),
+                issue=services().tokens.for_grant,
+                context=self.context,
+                clock=services().clock,
+            )
+        except InvalidRefreshToken as exc:
+            db.session.rollback()
+            raise oauth_error(InvalidGrantError, str(exc)) from None
+        except ScopeNotGranted as exc:
+            db.session.rollback()
+            raise oauth_error(InvalidScopeError, str(exc)) from None
+        except DBAPIError as exc:
+            # Under REPEATABLE READ / SERIALIZABLE a lost race surfaces as a serialization
+            # failure: the token was used concurrently, so this request must not succeed.
+            db.session.rollback()
+            if getattr(exc.orig, "sqlstate", None) in CONCURRENCY_SQLSTATES:
+                raise oauth_error(InvalidGrantError, "the refresh token was used concurrently"
+                                  ) from None
+            raise
+        services().sweeper.maybe_sweep(db.session, services().clock())
+        return 200, body, self.TOKEN_RESPONSE_HEADER
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    """RFC 6749 §4.1.3 with PKCE (RFC 7636): the code is consumed atomically (``domain.codes``)."""
+
+    def validate_token_request(self) -> None:
+        self.request.client = _client(self, self.GRANT_TYPE)
+        self.code = _required(self, "code")
+        self.context = _device_context(self.request.client, signing_in=True)
+
+    def create_token_response(self) -> Response:
+        form = self.request.form
+        try:
+            body = codes.redeem(
+                db.session,
+                code=self.code,
+                client=self.request.client,
+                redirect_uri=form.get("redirect_uri"),
+                code_verifier=form.get("code_verifier"),
+                issue_access=services().tokens.for_grant,
+                context=self.context,
+                clock=services().clock,
+            )
+        except codes.InvalidAuthorizationCode as exc:
+            db.session.rollback()
+            raise oauth_error(InvalidGrantError, str(exc)) from None
+        return 200, body, self.TOKEN_RESPONSE_HEADER

@@ -1,0 +1,140 @@
+"""HTTP endpoints of the protocol: the token endpoint and the well-known documents."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from flask import Blueprint, Response, g, request
+from sqlalchemy.exc import OperationalError
+
+from ..extensions import db
+from ..services import services
+from . import dpop
+from .errors import oauth_error, safe_description
+from .metadata import authorization_server_metadata, openid_configuration
+
+log = logging.getLogger(__name__)
+bp = Blueprint("oauth", __name__)
+
+MAX_PARAMETER_LENGTH = 4096
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def json_response(data: object, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(json.dumps(data), status=status, mimetype="application/json",
+                    headers=headers)
+
+
+def error_response(error: OAuth2Error) -> Response:
+    status, body, headers = error()
+    return Response(json.dumps(body), status=status, headers=headers)
+
+
+def check_token_request() -> OAuth2Error | None:
+    """RFC 6749 §3.2 and §5.2: form-encoded body, each parameter at most once."""
+    if request.mimetype != FORM_CONTENT_TYPE:
+        return oauth_error(InvalidRequestError,
+                           f"the request body must be {FORM_CONTENT_TYPE}")
+    if request.args:
+        return oauth_error(InvalidRequestError,
+                           "parameters must be sent in the request body, not the URL")
+    for key in request.form:
+        values = request.form.getlist(key)
+        if len(values) > 1:
+            return oauth_error(InvalidRequestError, f"parameter {key!r} is repeated")
+        if len(key) > 128 or len(values[0]) > MAX_PARAMETER_LENGTH:
+            return oauth_error(InvalidRequestError, f"parameter {key[:32]!r} is too long")
+    return None
+
+
+def dpop_error_response(error: dpop.DPoPError) -> Response:
+    """RFC 9449 §5 and §8: 400, and a fresh nonce when that is what is missing."""
+    headers = {"Cache-Control": "no-store"}
+    nonces = services().nonces
+    if nonces is not None:
+        headers["DPoP-Nonce"] = nonces.current()
+    body = {"error": error.error, "error_description": safe_description(error.description)}
+    return json_response(body, 400, headers)
+
+
+def _validate_dpop() -> Response | None:
+    """Check a DPoP header if there is one; the proof (or None) goes to ``g.dpop``."""
+    g.dpop = None
+    values = request.headers.getlist("DPoP")
+    if not values:
+        return None
+    svc = services()
+    try:
+        g.dpop = dpop.validate(
+            values, method=request.method,
+            urls=(svc.settings.issuer + request.path, request.base_url),
+            now=svc.clock(), replay=svc.replay, nonces=svc.nonces,
+        )
+    except dpop.DPoPError as exc:
+        return dpop_error_response(exc)
+    return None
+
+
+@bp.post("/oauth/token")
+def token() -> Response:
+    """RFC 6749 §3.2 token endpoint (with RFC 9449 DPoP proofs)."""
+    problem = check_token_request()
+    if problem is not None:
+        return error_response(problem)
+    try:
+        rejected = _validate_dpop()
+        if rejected is not None:
+            return rejected
+        response = services().oauth.create_token_response()
+        if services().nonces is not None:
+            response.headers["DPoP-Nonce"] = services().nonces.current()  # type: ignore[union-attr]
+        return response
+    except OperationalError:
+        log.exception("token endpoint: database unavailable")
+        db.session.rollback()
+        return json_response(
+            {"error": "temporarily_unavailable", "error_description": "try again later"},
+            503, {"Cache-Control": "no-store", "Retry-After": "1"},
+        )
+    except Exception:
+        # Never a stack trace to the client; the detail goes to the log.
+        log.exception("token endpoint failed")
+        db.session.rollback()
+        return json_response(
+            {"error": "server_error", "error_description": "internal error"}, 500,
+            {"Cache-Control": "no-store"},
+        )
+
+
+def _cacheable_json(data: object, max_age: int) -> Response:
+    body = json.dumps(data, sort_keys=True).encode()
+    response = Response(body, mimetype="application/json")
+    response.set_etag(hashlib.sha256(body).hexdigest()[:32])
+    response.cache_control.public = True
+    response.cache_control.max_age = max_age
+    return response.make_conditional(request)
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks() -> Response:
+    """Public signing keys (next, active, retired) for local verification."""
+    svc = services()
+    return _cacheable_json(svc.keys.jwks(), svc.settings.jwks_max_age)
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+def oauth_metadata() -> Response:
+    return _cacheable_json(authorization_server_metadata(services().settings), 3600)
+
+
+@bp.get("/.well-known/openid-configuration")
+def openid_metadata() -> Response:
+    return _cacheable_json(openid_configuration(services().settings), 3600)
+
+
+# The endpoints below register themselves on ``bp``.
+from . import registration, revocation  # noqa: E402, F401

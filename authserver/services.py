@@ -1,0 +1,38 @@
+"""The per-app objects built once at start-up (settings, keys, client cache, token issuer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from flask import current_app
+
+from .config import Settings
+from .crypto.keystore import KeyStore
+from .domain.clients import ClientCache
+from .domain.clock import Clock, utcnow
+from .domain.refresh_families import RetrySweeper
+from .storage.replay_cache import ReplayCache
+
+if TYPE_CHECKING:
+    from .protocol.dpop import NonceSource
+    from .protocol.server import AuthServer
+    from .protocol.tokens import AccessTokenIssuer
+
+
+@dataclass
+class Services:
+    settings: Settings
+    keys: KeyStore
+    clients: ClientCache
+    tokens: AccessTokenIssuer
+    oauth: AuthServer
+    replay: ReplayCache
+    nonces: NonceSource | None = None
+    clock: Clock = utcnow
+    sweeper: RetrySweeper = field(default_factory=RetrySweeper)
+
+
+def services() -> Services:
+    """The current app's services (inside a request or app context)."""
+    return current_app.extensions["authserver"]

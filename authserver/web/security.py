@@ -1,0 +1,65 @@
+"""Browser-session helpers: CSRF tokens, the signed-in user, safe ``next`` targets."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from urllib.parse import urlsplit
+
+from flask import abort, g, request, session
+
+from ..domain import login_sessions
+from ..extensions import db
+from ..storage.models import LoginSession, User
+
+SESSION_KEY = "login"
+
+
+def csrf_token() -> str:
+    """The form token of this browser session (created on first use)."""
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf() -> None:
+    """Abort with 400 unless the form carries this session's token (constant-time)."""
+    sent = request.form.get("csrf_token", "")
+    expected = session.get("csrf", "")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        abort(400, description="The form has expired or did not come from this site. "
+                               "Go back, reload the page and try again.")
+
+
+def current_login() -> tuple[LoginSession, User] | None:
+    """The signed-in browser session and user, or None (cached per request)."""
+    if "login" not in g:
+        g.login = login_sessions.current(db.session, session.get(SESSION_KEY))
+    return g.login
+
+
+def sign_in(login: LoginSession) -> None:
+    """Bind the browser to a new sign-in; a fresh CSRF token defeats session fixation."""
+    session.clear()
+    session[SESSION_KEY] = login.id
+    session["fresh_login"] = login.id
+    session["csrf"] = secrets.token_urlsafe(32)
+    g.pop("login", None)
+
+
+def sign_out() -> None:
+    session.clear()
+    g.pop("login", None)
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """Only local absolute paths: no scheme, no host, no ``//`` or backslash tricks."""
+    if not target or len(target) > 4096:
+        return default
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(ord(c) < 0x20 for c in target):
+        return default
+    return target

@@ -1,0 +1,86 @@
+"""Settings: defaults <- config file <- AUTHSERVER_* environment <- overrides; eager validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from authserver.config import DEV_SECRET_KEY, ConfigError, load_settings
+
+GOOD_SECRET = "s" * 40
+
+
+def test_defaults():
+    settings = load_settings(environ={})
+    assert settings.env == "development"
+    assert settings.access_token_ttl == 900
+    assert settings.audience == settings.issuer
+
+
+def test_precedence_file_then_environment_then_overrides(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('issuer = "https://file.example"\naccess_token_ttl = 300\n'
+                      'jwks_max_age = 120\n')
+    env = {"AUTHSERVER_CONFIG": str(config), "AUTHSERVER_ACCESS_TOKEN_TTL": "600",
+           "AUTHSERVER_JWKS_MAX_AGE": "60"}
+    settings = load_settings({"jwks_max_age": 30}, environ=env)
+    assert settings.issuer == "https://file.example"  # file
+    assert settings.access_token_ttl == 600  # environment beats file
+    assert settings.jwks_max_age == 30  # override beats environment
+
+
+def test_postgres_url_uses_psycopg():
+    settings = load_settings(environ={"AUTHSERVER_DATABASE_URL": "postgresql://u@h/db"})
+    assert settings.database_url == "postgresql+psycopg://u@h/db"
+
+
+def test_every_problem_is_reported_at_once_with_its_key():
+    env = {"AUTHSERVER_ENV": "production", "AUTHSERVER_ISSUER": "http://auth.example.com",
+           "AUTHSERVER_ACCESS_TOKEN_TTL": "ten", "AUTHSERVER_JWKS_MAX_AGE": "-5",
+           "AUTHSERVER_DATABASE_URL": "mysql://x"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env)
+    text = "\n".join(info.value.problems)
+    for key in ("AUTHSERVER_ISSUER", "AUTHSERVER_SECRET_KEY", "AUTHSERVER_ACCESS_TOKEN_TTL",
+                "AUTHSERVER_JWKS_MAX_AGE", "AUTHSERVER_DATABASE_URL"):
+        assert key in text, key
+    assert len(info.value.problems) == 5
+
+
+@pytest.mark.parametrize(
+    ("issuer", "secret", "ok"),
+    [
+        pytest.param("https://auth.example.com", GOOD_SECRET, True, id="https"),
+        pytest.param("http://127.0.0.1:8000", GOOD_SECRET, True, id="loopback-http"),
+        pytest.param("http://localhost:8000", GOOD_SECRET, True, id="localhost-http"),
+        pytest.param("http://auth.example.com", GOOD_SECRET, False, id="plain-http"),
+        pytest.param("https://auth.example.com", DEV_SECRET_KEY, False, id="default-secret"),
+        pytest.param("https://auth.example.com", "", False, id="missing-secret"),
+        pytest.param("https://auth.example.com", "short", False, id="short-secret"),
+        pytest.param("https://auth.example.com/", GOOD_SECRET, False, id="trailing-slash"),
+    ],
+)
+def test_production_posture(issuer, secret, ok):
+    env = {"AUTHSERVER_ENV": "production", "AUTHSERVER_ISSUER": issuer,
+           "AUTHSERVER_SECRET_KEY": secret}
+    if ok:
+        assert load_settings(environ=env).production
+    else:
+        with pytest.raises(ConfigError):
+            load_settings(environ=env)
+
+
+def test_unknown_key_in_file_and_bad_toml(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('isuer = "typo"\n')
+    with pytest.raises(ConfigError, match="unknown setting 'isuer'"):
+        load_settings(environ={"AUTHSERVER_CONFIG": str(config)})
+    config.write_text("issuer = \n")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings(environ={"AUTHSERVER_CONFIG": str(config)})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(environ={"AUTHSERVER_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_unknown_env_value_for_env():
+    with pytest.raises(ConfigError, match="AUTHSERVER_ENV"):
+        load_settings(environ={"AUTHSERVER_ENV": "staging"})
