@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test install test-deps lint bench clean
+.PHONY: run test install test-deps browser lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,16 @@ run: .make-installed
 	$(BIN)/authserver keys ensure
 	$(BIN)/authserver serve --host $(HOST) --port $(PORT)
 
-test-deps: .make-test-deps
+test-deps: .make-test-deps browser
 
-test: .make-test-deps
+# The browser tests drive Debian's Chromium through its ChromeDriver (no browser download).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+test: test-deps
 	$(BIN)/ruff check authserver tests migrations $(wildcard benchmarks)
 	$(BIN)/python -m pytest -n auto --dist loadgroup $(PYTEST_ARGS)
 
