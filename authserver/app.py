@@ -29,7 +29,8 @@ def create_app(overrides: Mapping[str, Any] | None = None,
                settings: Settings | None = None) -> Flask:
     """Build the app: settings (validated), database, keys, OAuth server, routes, CLI."""
     settings = settings or load_settings(overrides)
-    app = Flask(__name__)
+    # No app-level static folder: its /static route would shadow the web blueprint's.
+    app = Flask(__name__, static_folder=None)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     database_url = storage_engine.resolve_database_url(settings.database_url)
@@ -66,7 +67,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     from .protocol.tokens import AccessTokenIssuer
     from .storage.replay_cache import DatabaseReplayCache, RedisReplayCache
 
-    keys = KeyStore(settings.keys_dir, settings.key_passphrase)
+    keys = KeyStore.from_settings(settings)
     clients = ClientCache(_load_client, settings.client_cache_seconds)
     app.extensions["authserver"] = Services(
         settings=settings,
@@ -89,4 +90,17 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     app.register_blueprint(web_bp)
     app.jinja_env.globals["csrf_token"] = csrf_token
     register_error_handlers(app)
+    app.before_request(_reject_undecodable_host)
     return app
+
+
+def _reject_undecodable_host() -> None:
+    """A Host header that is no valid IDNA name (``xn--a``) makes every ``request.url``
+    raise UnicodeError (Werkzeug decodes it); Authlib reads it on each OAuth request.
+    Refuse such a request up front with a 400 instead of failing deep inside with a 500."""
+    from flask import abort, request
+
+    try:
+        _ = request.url
+    except UnicodeError:
+        abort(400, "malformed Host header")

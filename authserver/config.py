@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 ENV_PREFIX = "AUTHSERVER_"
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the known-bad default
 DEFAULT_CONFIG_FILE = Path("config/default.toml")
+# Algorithms of new signing keys (authserver.crypto.jose.SUPPORTED_ALGORITHMS; kept here so
+# loading settings imports no crypto). RS256 is the default OIDC requires every OP to offer.
+SIGNING_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
 
 class ConfigError(Exception):
@@ -40,6 +43,7 @@ class Settings:
     keys_dir: str = "keys"
     secret_key: str = DEV_SECRET_KEY
     key_passphrase: str = ""
+    signing_alg: str = "RS256"
     access_token_ttl: int = 900
     default_audience: str = ""
     jwks_max_age: int = 300
@@ -198,6 +202,9 @@ def validate(s: Settings) -> list[str]:
 
     if not s.keys_dir:
         problems.append(f"{key('keys_dir')}: must name a directory")
+    if s.signing_alg not in SIGNING_ALGORITHMS:
+        problems.append(f"{key('signing_alg')}: must be one of {', '.join(SIGNING_ALGORITHMS)}, "
+                        f"got {s.signing_alg!r}")
 
     bounds = {
         "access_token_ttl": (60, 86_400),

@@ -26,7 +26,9 @@ def _wants_json() -> bool:
 def _render(status: int, title: str, description: str) -> Response:
     if _wants_json():
         code = _CODES.get(status, "server_error" if status >= 500 else "invalid_request")
-        return json_response({"error": code, "error_description": description}, status)
+        # An error is about this one request: no cache may keep it (RFC 6749 §5.2).
+        return json_response({"error": code, "error_description": description}, status,
+                             {"Cache-Control": "no-store"})
     page = (
         "<!doctype html><html lang=en><meta charset=utf-8>"
         f"<title>{escape(title)}</title><main><h1>{escape(title)}</h1>"

@@ -75,7 +75,7 @@ def migrate(url: str, keys_dir: Path) -> None:
 
     app = create_app(_overrides(url, keys_dir))
     with app.app_context():
-        flask_migrate.upgrade()
+        flask_migrate.upgrade(revision="heads")
         db.engine.dispose()
 
 

@@ -1,252 +1,316 @@
-"""Client administration: the registration API, CLI parity and the admin pages."""
+"""The admin pages at /admin through the Flask test client (the browser tests drive the same
+pages in Chromium): who may see them, CSRF, the secret shown once, field-level errors,
+sessions, disable/enable/delete, the audit trail."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from click.testing import CliRunner
-from flask.cli import ScriptInfo
+from sqlalchemy import select
 
-from authserver.cli import cli
-from authserver.domain import users
 from authserver.extensions import db
+from authserver.storage.models import Client
 
-from .helpers import PASSWORD, BrowserActions, assert_oauth_error, basic, form_fields
-
-REDIRECT = "https://partner.example.com/cb"
+from .admin_helpers import (
+    REDIRECT,
+    audit_events,
+    client_rows,
+    count_clients,
+    page_fields,
+    signed_in_admin,
+)
+from .helpers import BrowserActions, assert_oauth_error, basic
 
 
 @pytest.fixture
-def admin_token(oauth):
-    bot, secret = oauth.create_client(name="Provisioner", grant_types=["client_credentials"],
-                                      scope="admin:clients")
-    response = oauth.token({"grant_type": "client_credentials"},
-                           {"Authorization": basic(bot.client_id, secret)})
-    return response.get_json()["access_token"]
+def admin(app, oauth):
+    return signed_in_admin(app, oauth)
 
 
-def register(oauth, token, body):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return oauth.client.post("/oauth/register", json=body, headers=headers)
+NEW_CLIENT = {
+    "name": "Shop", "client_type": "confidential", "redirect_uris": REDIRECT,
+    "grant_types": ["authorization_code", "refresh_token"], "scope": "openid",
+    "refresh_idle_ttl": "3600", "refresh_absolute_ttl": "0", "reuse_grace": "10",
+    "access_token_ttl": "", "bind_ip": "off", "on_binding_mismatch": "revoke",
+    "bind_user_agent": "on", "post_logout_redirect_uris": "",
+}
 
 
-def test_register_read_update_delete(oauth, admin_token):
-    created = register(oauth, admin_token, {
-        "client_name": "Partner portal", "redirect_uris": [REDIRECT],
-        "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
-        "scope": "openid profile", "reuse_grace": 5, "bind_ip": "/24"})
-    assert created.status_code == 201, created.get_json()
-    body = created.get_json()
-    assert body["client_secret"] and body["registration_access_token"].startswith("reg_")
-    assert body["token_endpoint_auth_method"] == "client_secret_basic"
-    assert body["registration_client_uri"].endswith(f"/oauth/register/{body['client_id']}")
-    assert body["reuse_grace"] == 5 and body["bind_ip"] == "/24"
-
-    own = {"Authorization": f"Bearer {body['registration_access_token']}"}
-    read = oauth.client.get(f"/oauth/register/{body['client_id']}", headers=own).get_json()
-    assert read["client_name"] == "Partner portal" and "client_secret" not in read
-
-    updated = oauth.client.put(f"/oauth/register/{body['client_id']}", headers=own, json={
-        "client_id": body["client_id"], "client_name": "Partner portal 2",
-        "redirect_uris": [REDIRECT, REDIRECT + "2"]})
-    assert updated.status_code == 200, updated.get_json()
-    assert updated.get_json()["redirect_uris"] == [REDIRECT, REDIRECT + "2"]
-    assert updated.get_json()["scope"] == "openid profile"  # absent fields keep their value
-
-    gone = oauth.client.delete(f"/oauth/register/{body['client_id']}",
-                               headers={"Authorization": f"Bearer {admin_token}"})
-    assert gone.status_code == 204
-    again = oauth.client.get(f"/oauth/register/{body['client_id']}",
-                             headers={"Authorization": f"Bearer {admin_token}"})
-    assert again.status_code == 404
+def create(admin, **changes):
+    page = admin.client.get("/admin/clients/new")
+    fields = {**page_fields(page.get_data(as_text=True)), **NEW_CLIENT, **changes}
+    return admin.client.post("/admin/clients/new", data=fields), fields
 
 
-@pytest.mark.parametrize(
-    ("body", "error", "field"),
-    [
-        pytest.param({"redirect_uris": [REDIRECT]}, "invalid_client_metadata", "client_name",
-                     id="no-name"),
-        pytest.param({"client_name": "x", "redirect_uris": ["http://evil.example/cb"]},
-                     "invalid_redirect_uri", "redirect_uris", id="http-redirect"),
-        pytest.param({"client_name": "x", "redirect_uris": [REDIRECT + "#frag"]},
-                     "invalid_redirect_uri", "redirect_uris", id="fragment"),
-        pytest.param({"client_name": "x", "redirect_uris": ["/relative"]},
-                     "invalid_redirect_uri", "redirect_uris", id="relative"),
-        pytest.param({"client_name": "x"}, "invalid_redirect_uri", "redirect_uris",
-                     id="code-without-redirect"),
-        pytest.param({"client_name": "x", "redirect_uris": [REDIRECT],
-                      "response_types": ["token"]}, "invalid_client_metadata", "response_types",
-                     id="implicit"),
-        pytest.param({"client_name": "x", "grant_types": ["client_credentials"],
-                      "response_types": ["code"]}, "invalid_client_metadata", "response_types",
-                     id="inconsistent-types"),
-        pytest.param({"client_name": "x", "grant_types": ["client_credentials"],
-                      "token_endpoint_auth_method": "none"}, "invalid_client_metadata",
-                     "grant_types", id="public-client-credentials"),
-        pytest.param({"client_name": "x", "grant_types": ["client_credentials"],
-                      "access_token_ttl": 5}, "invalid_client_metadata", "access_token_ttl",
-                     id="ttl-bounds"),
-        pytest.param({"client_name": "x", "grant_types": ["client_credentials"],
-                      "token_endpoint_auth_method": "private_key_jwt"},
-                     "invalid_client_metadata", "token_endpoint_auth_method",
-                     id="unsupported-auth-method"),
-        pytest.param({"client_name": "x", "grant_types": ["client_credentials"],
-                      "bind_ip": "/99"}, "invalid_client_metadata", "bind_ip", id="bind-ip"),
-        pytest.param(["not", "an", "object"], "invalid_client_metadata", "body", id="array"),
-    ],
-)
-def test_validation_errors_name_the_field(oauth, admin_token, body, error, field):
-    response = register(oauth, admin_token, body)
+def created_id(response) -> str:
+    return re.search(r'id="client-id">([^<]+)<', response.get_data(as_text=True)).group(1)
+
+
+def edit_fields(admin, client_id, **changes):
+    page = admin.client.get(f"/admin/clients/{client_id}")
+    return {**page_fields(page.get_data(as_text=True)), **NEW_CLIENT, **changes}
+
+
+# -- who may see the pages --------------------------------------------------------------
+def test_anonymous_visitors_are_sent_to_sign_in(client):
+    response = client.get("/admin/clients?x=1")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/login?next=%2Fadmin%2Fclients%3Fx%3D1"
+
+
+def test_a_signed_in_user_without_the_admin_role_gets_a_403_page(app, oauth):
+    oauth.create_user()
+    browser = BrowserActions(app.test_client())
+    browser.login()
+    for path in ("/admin", "/admin/clients", "/admin/clients/new", "/admin/audit"):
+        page = browser.client.get(path)
+        assert page.status_code == 403, path
+        assert b"Admins only" in page.data and b"<h1>" in page.data
+    home = browser.client.get("/")
+    fields = page_fields(home.get_data(as_text=True))
+    forged = browser.client.post("/admin/clients/new", data={**NEW_CLIENT, **fields})
+    assert forged.status_code == 403 and count_clients(app) == 0
+
+
+def test_the_admin_role_can_be_taken_away(app, oauth, admin):
+    assert admin.client.get("/admin/clients").status_code == 200
+    from authserver.domain import users
+
+    with app.app_context():
+        users.set_admin(db.session, "root", False)
+        db.session.commit()
+    assert admin.client.get("/admin/clients").status_code == 403
+
+
+def test_pages_are_not_cached_nor_framed(admin):
+    page = admin.client.get("/admin/clients")
+    assert page.headers["Cache-Control"] == "no-store"
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(app, admin, oauth):
+    record, _ = oauth.create_client(name="Kept", grant_types=["client_credentials"])
+    before = client_rows(app)
+    for path, data in [("/admin/clients/new", NEW_CLIENT),
+                       (f"/admin/clients/{record.client_id}", {**NEW_CLIENT, "name": "X"}),
+                       (f"/admin/clients/{record.client_id}/disable", {}),
+                       (f"/admin/clients/{record.client_id}/delete", {}),
+                       (f"/admin/clients/{record.client_id}/secret", {}),
+                       (f"/admin/clients/{record.client_id}/delete",
+                        {"csrf_token": "forged"})]:
+        response = admin.client.post(path, data=data)
+        assert response.status_code == 400, path
+        assert b"The form has expired" in response.data
+    assert client_rows(app) == before
+
+
+# -- create: the secret is shown once -----------------------------------------------------
+def test_create_shows_the_secret_once(app, admin, oauth):
+    response, fields = create(admin)
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    text = response.get_data(as_text=True)
+    secret = re.search(r'id="client-secret">([^<]+)<', text).group(1)
+    client_id = created_id(response)
+    assert "shown only once" in text
+    token = oauth.token({"grant_type": "client_credentials"},
+                        {"Authorization": basic(client_id, secret)})
+    assert_oauth_error(token, "unauthorized_client")  # the secret authenticates the client
+
+    detail = admin.client.get(f"/admin/clients/{client_id}")
+    assert detail.status_code == 200 and secret not in detail.get_data(as_text=True)
+    assert secret not in admin.client.get("/admin/clients").get_data(as_text=True)
+    # The same form posted again (a reload, a double click) creates nothing, shows nothing.
+    again = admin.client.post("/admin/clients/new", data=fields)
+    assert again.status_code == 303 and again.headers["Location"].endswith("done=resubmitted")
+    assert count_clients(app) == 1
+    assert secret not in admin.client.get(again.headers["Location"]).get_data(as_text=True)
+    assert audit_events(app, "client_created")[0].detail["actor"] == "admin user root"
+    mine = admin.client.get("/admin/audit?user=root").get_data(as_text=True)
+    assert "client_created" in mine and client_id in mine  # what this admin did
+
+
+def test_create_a_public_client(admin):
+    response, _ = create(admin, name="Phone", client_type="public",
+                         redirect_uris="com.example.phone:/cb")
+    assert response.status_code == 200
+    assert b"client-secret" not in response.data and b"has no secret" in response.data
+
+
+@pytest.mark.parametrize(("changes", "field", "message"), [
+    ({"redirect_uris": "http://shop.example/cb"}, "redirect_uris", "must use https"),
+    ({"name": ""}, "name", "1 to 255"),
+    ({"access_token_ttl": "soon"}, "access_token_ttl", "whole number"),
+    ({"reuse_grace": "999"}, "reuse_grace", "0 to 300"),
+    ({"client_type": "public", "grant_types": ["client_credentials"]}, "grant_types",
+     "public client"),
+    ({"scope": 'a"b'}, "scope", "invalid scope"),
+])
+def test_an_invalid_new_client_shows_the_error_by_the_field(app, admin, changes, field,
+                                                          message):
+    response, _ = create(admin, **changes)
     assert response.status_code == 400
-    assert response.get_json()["error"] == error
-    assert field in response.get_json()["error_description"]
+    text = response.get_data(as_text=True)
+    assert f'id="{field}-error"' in text and message in text
+    assert 'aria-invalid="true"' in text and f'href="#{field}"' in text
+    # What was typed is shown again, and nothing was created.
+    if changes.get("redirect_uris"):
+        assert changes["redirect_uris"] in text
+    assert count_clients(app) == 0
 
 
-def test_authorisation(oauth, admin_token):
-    body = {"client_name": "x", "grant_types": ["client_credentials"]}
-    assert register(oauth, None, body).status_code == 401
-    assert register(oauth, "not-a-token", body).status_code == 401
-    oauth.create_user()
-    app_client = oauth.first_party_app(scope="read")
-    user_token = oauth.login_pair(app_client)["access_token"]
-    wrong_scope = register(oauth, user_token, body)
-    assert wrong_scope.status_code == 403
-    assert 'scope="admin:clients"' in wrong_scope.headers["WWW-Authenticate"]
-    first = register(oauth, admin_token, body).get_json()
-    second = register(oauth, admin_token, body).get_json()
-    foreign = oauth.client.get(f"/oauth/register/{second['client_id']}", headers={
-        "Authorization": f"Bearer {first['registration_access_token']}"})
-    assert foreign.status_code == 401
+# -- edit -------------------------------------------------------------------------------------
+def test_edit_redirect_uris(app, admin):
+    client_id = created_id(create(admin)[0])
+    fields = edit_fields(admin, client_id, redirect_uris=f"{REDIRECT}\n{REDIRECT}/v2")
+    saved = admin.client.post(f"/admin/clients/{client_id}", data=fields)
+    assert saved.status_code == 303 and saved.headers["Location"].endswith("?done=saved")
+    page = admin.client.get(saved.headers["Location"]).get_data(as_text=True)
+    assert "Saved." in page and f"{REDIRECT}/v2" in page
+    with app.app_context():
+        row = db.session.scalar(select(Client).where(Client.client_id == client_id))
+        assert row.redirect_uris == [REDIRECT, REDIRECT + "/v2"]
+
+    before = client_rows(app)
+    bad = admin.client.post(f"/admin/clients/{client_id}", data={
+        **fields, "redirect_uris": f"{REDIRECT}\nhttps://shop.example/cb#frag"})
+    assert bad.status_code == 400
+    text = bad.get_data(as_text=True)
+    assert 'id="redirect_uris-error"' in text and "fragment" in text
+    assert "https://shop.example/cb#frag" in text  # the input is kept for correcting
+    assert client_rows(app) == before
+    assert [e.detail["changed"] for e in audit_events(app, "client_updated")] == [
+        ["redirect_uris"]]
 
 
-def test_open_registration_is_off_by_default_and_unprivileged(oauth, app, admin_token):
-    body = {"client_name": "x", "grant_types": ["client_credentials"]}
-    assert register(oauth, None, body).status_code == 401
-    app.extensions["authserver"].settings = app.extensions["authserver"].settings.__class__(
-        **{**app.extensions["authserver"].settings.__dict__, "open_registration": True})
-    assert register(oauth, None, body).status_code == 201
-    privileged = register(oauth, None, {**body, "first_party": True})
-    assert privileged.status_code == 403
+def test_an_unknown_client_is_a_404_page(admin):
+    for path in ("/admin/clients/cl_nope", "/admin/clients/cl_nope/delete"):
+        page = admin.client.get(path)
+        assert page.status_code == 404 and b"No such client" in page.data
 
 
-def test_secret_rotation_keeps_the_old_secret_for_the_overlap(oauth, admin_token, clock):
-    created = register(oauth, admin_token, {"client_name": "m2m",
-                                            "grant_types": ["client_credentials"]}).get_json()
-    cid, old = created["client_id"], created["client_secret"]
-    rotated = oauth.client.post(f"/oauth/register/{cid}/secret", json={"overlap_seconds": 60},
-                                headers={"Authorization": f"Bearer {admin_token}"}).get_json()
-    new = rotated["client_secret"]
-    assert new != old
+# -- secret rotation --------------------------------------------------------------------------
+@pytest.mark.parametrize("settings_overrides", [{"client_secret_overlap": 300}])
+def test_rotate_the_secret(app, admin, oauth, clock):
+    machine, old = oauth.create_client(name="Batch", grant_types=["client_credentials"])
+    fields = page_fields(admin.client.get(f"/admin/clients/{machine.client_id}")
+                         .get_data(as_text=True))
+    rotated = admin.client.post(f"/admin/clients/{machine.client_id}/secret", data=fields)
+    text = rotated.get_data(as_text=True)
+    new = re.search(r'id="client-secret">([^<]+)<', text).group(1)
+    assert "keeps working for 300 seconds" in text
 
-    def token_with(secret):
+    def token(secret):
         return oauth.token({"grant_type": "client_credentials"},
-                           {"Authorization": basic(cid, secret)})
+                           {"Authorization": basic(machine.client_id, secret)})
 
-    assert token_with(new).status_code == 200
-    assert token_with(old).status_code == 200  # during the overlap
-    import datetime as dt
-    from unittest import mock
-
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=61)
-    with mock.patch("authserver.domain.clients.utcnow", return_value=later):
-        assert_oauth_error(token_with(old), "invalid_client", 401)
-        assert token_with(new).status_code == 200
+    assert token(new).status_code == 200 and token(old).status_code == 200
+    clock.advance(301)
+    assert_oauth_error(token(old), "invalid_client", 401)
+    assert token(new).status_code == 200
+    again = admin.client.post(f"/admin/clients/{machine.client_id}/secret", data=fields)
+    assert again.status_code == 303 and "resubmitted" in again.headers["Location"]
+    assert token(new).status_code == 200  # not rotated a second time
 
 
-def test_disable_and_delete_revoke_the_clients_sessions(oauth, app):
-    oauth.create_user()
-    app_client = oauth.first_party_app()
+# -- disable, enable, delete; sessions --------------------------------------------------------
+def test_disable_enable_and_delete_with_confirmation(app, admin, oauth):
+    oauth.create_user("alice")
+    mobile = oauth.first_party_app(name="Mobile")
+    pair = oauth.login_pair(mobile)
     resource, secret = oauth.create_client(name="API", grant_types=["client_credentials"],
                                            allow_introspection=True)
-    pair = oauth.login_pair(app_client)
-    runner = CliRunner()
+    fields = page_fields(admin.client.get(f"/admin/clients/{mobile.client_id}")
+                         .get_data(as_text=True))
 
-    def run(*args):
-        return runner.invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app))
+    def introspect(token):
+        return oauth.client.post("/oauth/introspect", data={"token": token}, headers={
+            "Authorization": basic(resource.client_id, secret)}).get_json()
 
-    out = run("clients", "disable", app_client.client_id, "--json")
-    assert out.exit_code == 0 and '"sessions_revoked": 1' in out.output
-    assert_oauth_error(oauth.refresh(app_client, pair["refresh_token"]), "invalid_client", 401)
-    introspected = oauth.client.post("/oauth/introspect", data={"token": pair["access_token"]},
-                                     headers={"Authorization": basic(resource.client_id, secret)})
-    assert introspected.get_json() == {"active": False}
-    assert run("clients", "enable", app_client.client_id).exit_code == 0
-    assert_oauth_error(oauth.refresh(app_client, pair["refresh_token"]), "invalid_grant")
-    second = oauth.login_pair(app_client)
-    deleted = run("clients", "delete", app_client.client_id, "--yes", "--json")
-    assert deleted.exit_code == 0 and '"deleted": true' in deleted.output
-    assert_oauth_error(oauth.refresh(app_client, second["refresh_token"]), "invalid_client", 401)
-    assert run("clients", "show", app_client.client_id).exit_code != 0
+    disabled = admin.client.post(f"/admin/clients/{mobile.client_id}/disable", data=fields)
+    assert disabled.status_code == 303
+    assert b"disabled and its sessions revoked" in admin.client.get(
+        disabled.headers["Location"]).data
+    assert_oauth_error(oauth.refresh(mobile, pair["refresh_token"]), "invalid_client", 401)
+    assert introspect(pair["access_token"]) == {"active": False}
+    admin.client.post(f"/admin/clients/{mobile.client_id}/enable", data=fields)
+    assert_oauth_error(oauth.refresh(mobile, pair["refresh_token"]), "invalid_grant")
 
-
-def test_cli_rotate_secret(oauth, app):
-    machine, old = oauth.create_client(name="m", grant_types=["client_credentials"])
-    result = CliRunner().invoke(cli, ["clients", "rotate-secret", machine.client_id, "--overlap",
-                                      "0", "--json"], obj=ScriptInfo(create_app=lambda: app))
-    assert result.exit_code == 0
-    import json
-
-    new = json.loads(result.output)["client_secret"]
-    assert_oauth_error(oauth.token({"grant_type": "client_credentials"},
-                                   {"Authorization": basic(machine.client_id, old)}),
-                       "invalid_client", 401)
-    assert oauth.token({"grant_type": "client_credentials"},
-                       {"Authorization": basic(machine.client_id, new)}).status_code == 200
+    second = oauth.login_pair(mobile)
+    confirm = admin.client.get(f"/admin/clients/{mobile.client_id}/delete")
+    assert confirm.status_code == 200 and b"1 live session will be revoked" in confirm.data
+    assert count_clients(app) == 2  # asking is not deleting
+    deleted = admin.client.post(f"/admin/clients/{mobile.client_id}/delete", data=fields)
+    assert deleted.status_code == 303 and deleted.headers["Location"].endswith("done=deleted")
+    assert count_clients(app) == 1
+    assert_oauth_error(oauth.refresh(mobile, second["refresh_token"]), "invalid_client", 401)
+    assert introspect(second["access_token"]) == {"active": False}
 
 
-@pytest.fixture
-def admin_browser(app, oauth):
-    oauth.create_user("root")
-    with app.app_context():
-        users.set_admin(db.session, "root", True)
-        db.session.commit()
-    browser = BrowserActions(app.test_client())
-    browser.login("root", PASSWORD)
-    return browser
-
-
-def test_admin_pages_create_edit_and_revoke(admin_browser, oauth):
-    client = admin_browser.client
-    page = client.get("/admin/clients/new")
-    assert page.status_code == 200 and b"Register a client" in page.data
-    fields = form_fields(page.get_data(as_text=True))
-    fields.update(name="Shop", client_type="confidential", redirect_uris=REDIRECT,
-                  grant_types=["authorization_code", "refresh_token"], scope="openid",
-                  refresh_idle_ttl="3600", refresh_absolute_ttl="0", reuse_grace="10",
-                  access_token_ttl="", bind_ip="off", on_binding_mismatch="revoke",
-                  bind_user_agent="on")
-    created = client.post("/admin/clients/new", data=fields)
-    assert created.status_code == 200 and b"shown only once" in created.data
-    text = created.get_data(as_text=True)
-    client_id = text.split('id="client-id">')[1].split("<")[0]
-    detail = client.get(f"/admin/clients/{client_id}")
-    assert detail.status_code == 200 and b"client-secret" not in detail.data
-    fields.update(redirect_uris=f"{REDIRECT}\n{REDIRECT}/v2")
-    fields["csrf_token"] = form_fields(detail.get_data(as_text=True))["csrf_token"]
-    saved = client.post(f"/admin/clients/{client_id}", data=fields)
-    assert saved.status_code == 200 and b"Saved." in saved.data
-    bad = client.post(f"/admin/clients/{client_id}", data={**fields,
-                                                           "redirect_uris": "http://x.example"})
-    assert bad.status_code == 400 and b"redirect_uris" in bad.data
-
-    app_client = oauth.first_party_app(name="Mobile")
+def test_see_and_revoke_a_clients_sessions(app, admin, oauth):
     oauth.create_user("alice")
-    pair = oauth.login_pair(app_client)
-    sid = oauth.verify_access_token(pair["access_token"])["sid"]
-    listing = client.get(f"/admin/clients/{app_client.client_id}")
-    assert sid.encode() in listing.data
-    revoked = client.post(f"/admin/clients/{app_client.client_id}/families/{sid}/revoke",
-                          data={"csrf_token": fields["csrf_token"]})
+    mobile = oauth.first_party_app(name="Mobile")
+    other = oauth.first_party_app(name="Other")
+    pairs = [oauth.login_pair(mobile) for _ in range(3)]
+    foreign = oauth.login_pair(other)
+    sids = [oauth.verify_access_token(p["access_token"])["sid"] for p in pairs]
+    page = admin.client.get(f"/admin/clients/{mobile.client_id}").get_data(as_text=True)
+    assert all(f'data-family-id="{sid}"' in page for sid in sids)
+    assert "alice" in page
+    fields = page_fields(page)
+
+    revoked = admin.client.post(
+        f"/admin/clients/{mobile.client_id}/sessions/{sids[0]}/revoke", data=fields)
     assert revoked.status_code == 303
-    assert_oauth_error(oauth.refresh(app_client, pair["refresh_token"]), "invalid_grant")
-    audit = client.get(f"/admin/audit?client={app_client.client_id}")
-    assert b"family_revoked" in audit.data
+    assert_oauth_error(oauth.refresh(mobile, pairs[0]["refresh_token"]), "invalid_grant")
+    assert oauth.refresh(mobile, pairs[1]["refresh_token"]).status_code == 200
+    after = admin.client.get(f"/admin/clients/{mobile.client_id}").get_data(as_text=True)
+    assert sids[0] not in after and sids[1] in after
+
+    foreign_sid = oauth.verify_access_token(foreign["access_token"])["sid"]
+    wrong = admin.client.post(
+        f"/admin/clients/{mobile.client_id}/sessions/{foreign_sid}/revoke", data=fields)
+    assert wrong.status_code == 404
+    assert oauth.refresh(other, foreign["refresh_token"]).status_code == 200
+
+    admin.client.post(f"/admin/clients/{mobile.client_id}/sessions/revoke-all", data=fields)
+    assert_oauth_error(oauth.refresh(mobile, pairs[2]["refresh_token"]), "invalid_grant")
+    causes = {e.detail["cause"] for e in audit_events(app, "family_revoked")}
+    assert causes == {"revoked_by_admin"}
 
 
-def test_admin_pages_need_the_admin_role(app, oauth):
-    oauth.create_user()
-    browser = BrowserActions(app.test_client())
-    assert browser.client.get("/admin/clients").status_code == 303
-    browser.login()
-    assert browser.client.get("/admin/clients").status_code == 403
-    forged = browser.client.post("/admin/clients/new", data={"name": "x"})
-    assert forged.status_code in (400, 403)
+# -- the audit trail -------------------------------------------------------------------------
+def test_the_audit_trail_filters_by_client_user_and_event(app, admin, oauth):
+    oauth.create_user("alice")
+    oauth.create_user("bob")
+    mobile = oauth.first_party_app(name="Mobile")
+    web = oauth.first_party_app(name="Web")
+    oauth.login_pair(mobile, username="alice")
+    oauth.login_pair(web, username="bob")
+
+    def rows(**query):
+        page = admin.client.get("/admin/audit", query_string=query)
+        assert page.status_code == 200
+        return re.findall(r"<tr><td><time", page.get_data(as_text=True)), page.get_data(
+            as_text=True)
+
+    everything, _ = rows()
+    by_client, text = rows(client=mobile.client_id)
+    assert 0 < len(by_client) < len(everything) and web.client_id not in text
+    by_user, text = rows(user="bob")
+    assert by_user and "alice" not in text.split("<tbody>")[1]
+    by_event, text = rows(event="client_created")
+    assert len(by_event) == 2
+    none, text = rows(client="cl_\x00nope", before="99999999999999999999", user="²")
+    assert none == [] and "No events match." in text
+
+
+def test_the_audit_trail_pages(app, admin, oauth):
+    for n in range(105):
+        oauth.create_client(name=f"m{n}", grant_types=["client_credentials"])
+    first = admin.client.get("/admin/audit?event=client_created").get_data(as_text=True)
+    assert first.count("<tr><td><time") == 100
+    older = re.search(r'href="(/admin/audit\?[^"]+)">Older events', first).group(1)
+    second = admin.client.get(older.replace("&amp;", "&")).get_data(as_text=True)
+    assert second.count("<tr><td><time") == 5 and "Older events" not in second

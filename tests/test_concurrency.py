@@ -2,21 +2,40 @@
 
 Threads each use their own test client, app context, session and database connection,
 so on PostgreSQL the race is between separate connections and on SQLite between
-separate connections to one file, exactly as under a multi-threaded server.
+separate connections to one file, exactly as under a multi-threaded server. That they
+really are separate and really overlap is not assumed: every racer holds its connection
+at a barrier until all of them hold one. A multi-process variant races separate apps
+and engines against one database, as separate server processes do.
+
+On PostgreSQL a lost race under REPEATABLE READ or SERIALIZABLE is a serialization
+failure, which must become ``invalid_grant``, never a 500 (AUTHLIB_NOTES, refresh grant).
 """
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
+import psycopg.errors
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
+from authserver.domain import refresh_families
 from authserver.extensions import db
 from authserver.storage.models import RefreshToken, TokenFamily
 
+from .helpers import assert_oauth_error
+from .token_race_helpers import refresh_in_own_process
+
 THREADS = 20
+PROCESSES = 4
+BARRIER_TIMEOUT = 60  # a safety net for a broken test, not a timed assertion
 
 
 @pytest.fixture
@@ -24,25 +43,98 @@ def settings_overrides():
     return {"db_pool_size": THREADS + 2}
 
 
-def _race(oauth, app_client, token):
-    barrier = threading.Barrier(THREADS)
+def _engine(app):
+    with app.app_context():
+        return db.engine
+
+
+class StartLine:
+    """Holds each racer at its first connection checkout until every racer holds one.
+
+    Passing it proves the racers use ``parties`` distinct connections at the same time
+    (a pool too small for them would break the barrier, and the test with it).
+    """
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=BARRIER_TIMEOUT)
+        self.connections: set[int] = set()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        self._local.racing = True
+
+    def on_checkout(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if getattr(self._local, "racing", False) and not getattr(self._local, "held", False):
+            self._local.held = True
+            with self._lock:
+                self.connections.add(id(dbapi_connection))
+            self.barrier.wait()
+
+    @contextmanager
+    def installed(self, engine) -> Iterator[StartLine]:
+        event.listen(engine, "checkout", self.on_checkout)
+        try:
+            yield self
+        finally:
+            event.remove(engine, "checkout", self.on_checkout)
+
+
+def _race(oauth, app_client, token, threads: int = THREADS) -> list[tuple[int, dict]]:
+    """``threads`` requests with one token, released together once each holds a connection."""
+    start = StartLine(threads)
 
     def one(_):
         client = oauth.app.test_client()
-        barrier.wait()
+        start.enter()
         response = oauth.refresh(app_client, token, client=client)
         return response.status_code, response.get_json()
 
-    with ThreadPoolExecutor(THREADS) as pool:
-        return list(pool.map(one, range(THREADS)))
+    with start.installed(_engine(oauth.app)), ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(one, range(threads)))
+    assert len(start.connections) == threads, "each racer must have its own connection"
+    return results
 
 
-def _children(app, parent_token_family):
+def _children(app, family_id):
     with app.app_context():
         return db.session.scalars(
-            select(RefreshToken).where(RefreshToken.family_id == parent_token_family,
+            select(RefreshToken).where(RefreshToken.family_id == family_id,
                                        RefreshToken.parent_id.is_not(None))
         ).all()
+
+
+def _family(app, family_id) -> TokenFamily:
+    with app.app_context():
+        return db.session.get(TokenFamily, family_id)
+
+
+def _assert_one_rotation_shared(oauth, app_client, sid, results) -> None:
+    """Inside grace: every racer got the one rotation's response; its child is live."""
+    assert all(status == 200 for status, _ in results), results
+    bodies = {json.dumps(body, sort_keys=True) for _, body in results}
+    assert len(bodies) == 1, "every racer must get the identical pair"
+    children = _children(oauth.app, sid)
+    assert len(children) == 1 and children[0].revoked_at is None
+    assert _family(oauth.app, sid).revoked_at is None
+    assert oauth.refresh(app_client, results[0][1]["refresh_token"]).status_code == 200
+
+
+def _assert_one_winner_then_reuse(oauth, sid, results) -> None:
+    """No grace: one 200; every other presentation is reuse, which revokes the family."""
+    winners = [body for status, body in results if status == 200]
+    assert len(winners) == 1, results
+    assert all(status == 400 and body["error"] == "invalid_grant"
+               for status, body in results if status != 200), results
+    # Exactly one child was ever created. With no grace window the other presentations are
+    # reuse (DESIGN.md, Rotation 3), so the family, and with it that child, is revoked.
+    assert len(_children(oauth.app, sid)) == 1
+    assert _family(oauth.app, sid).revoke_reason == "reuse_detected"
+
+
+def test_pool_is_big_enough_for_the_racers(app, backend):
+    pool = _engine(app).pool
+    assert pool.size() >= THREADS, (backend, pool.status())
 
 
 def test_racing_retries_inside_grace_all_get_the_one_rotation(oauth):
@@ -53,16 +145,7 @@ def test_racing_retries_inside_grace_all_get_the_one_rotation(oauth):
 
     results = _race(oauth, app_client, pair["refresh_token"])
 
-    assert all(status == 200 for status, _ in results), results
-    bodies = {tuple(sorted(body.items())) for _, body in results}
-    assert len(bodies) == 1, "every racer must get the identical pair"
-    children = _children(oauth.app, sid)
-    assert len(children) == 1 and children[0].revoked_at is None
-    with oauth.app.app_context():
-        assert db.session.get(TokenFamily, sid).revoked_at is None
-    # The single child is live and rotates.
-    new_token = results[0][1]["refresh_token"]
-    assert oauth.refresh(app_client, new_token).status_code == 200
+    _assert_one_rotation_shared(oauth, app_client, sid, results)
 
 
 def test_racing_requests_without_grace_rotate_exactly_once(oauth):
@@ -73,18 +156,232 @@ def test_racing_requests_without_grace_rotate_exactly_once(oauth):
 
     results = _race(oauth, app_client, pair["refresh_token"])
 
-    winners = [body for status, body in results if status == 200]
-    losers = [body for status, body in results if status != 200]
-    assert len(winners) == 1, results
-    assert all(status == 400 and body["error"] == "invalid_grant" for status, body in results
-               if status != 200)
-    assert len(losers) == THREADS - 1
-    # Exactly one child was ever created. With no grace window the other presentations are
-    # reuse (DESIGN.md, Rotation 3), so the family, and with it that child, is revoked.
-    children = _children(oauth.app, sid)
-    assert len(children) == 1
-    with oauth.app.app_context():
-        assert db.session.get(TokenFamily, sid).revoke_reason == "reuse_detected"
+    _assert_one_winner_then_reuse(oauth, sid, results)
+
+
+@contextmanager
+def _all_read_before_any_claims(app, parties: int) -> Iterator[set[int]]:
+    """Every rotation waits, after its SELECT and before its compare-and-set, until all
+    ``parties`` have read the token: the losers then lose at the UPDATE itself.
+
+    Yields the PostgreSQL backend pids seen there (one per connection).
+    """
+    barrier = threading.Barrier(parties, timeout=BARRIER_TIMEOUT)
+    tokens = app.extensions["authserver"].tokens
+    issue = tokens.for_grant
+    pids: set[int] = set()
+
+    def waiting_issue(grant):
+        pids.add(db.session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar())
+        barrier.wait()
+        return issue(grant)
+
+    tokens.for_grant = waiting_issue
+    try:
+        yield pids
+    finally:
+        tokens.for_grant = issue
+
+
+@pytest.mark.parametrize("grace", [30, 0], ids=["grace", "no-grace"])
+def test_every_racer_reads_the_token_live_and_the_compare_and_set_picks_one(
+        oauth, backend, grace):
+    """The hardest interleaving: all 20 have read the token as unused before any claims it.
+
+    PostgreSQL only: on SQLite, BEGIN IMMEDIATE makes the transactions queue, so two
+    can never be between the SELECT and the UPDATE at once (which is the point of it).
+    """
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises rotations at BEGIN IMMEDIATE: this cannot happen")
+    oauth.create_user()
+    app_client = oauth.first_party_app(reuse_grace=grace)
+    pair = oauth.login_pair(app_client)
+    sid = oauth.verify_access_token(pair["access_token"])["sid"]
+
+    with _all_read_before_any_claims(oauth.app, THREADS) as pids:
+        results = _race(oauth, app_client, pair["refresh_token"])
+
+    assert len(pids) == THREADS, "each racer on its own PostgreSQL connection"
+    if grace:
+        _assert_one_rotation_shared(oauth, app_client, sid, results)
+    else:
+        _assert_one_winner_then_reuse(oauth, sid, results)
+
+
+@pytest.mark.slow
+def test_separate_processes_rotate_exactly_once(oauth):
+    """N server processes (own app, engine and pool each) against one database: one race
+    with a grace window, then one without."""
+    oauth.create_user()
+    races = []
+    for grace in (30, 0):
+        app_client = oauth.first_party_app(name=f"grace {grace}", reuse_grace=grace)
+        pair = oauth.login_pair(app_client)
+        races.append((app_client, oauth.verify_access_token(pair["access_token"])["sid"],
+                      {"grant_type": "refresh_token", "refresh_token": pair["refresh_token"],
+                       "client_id": app_client.client_id}))
+    settings = oauth.app.extensions["authserver"].settings
+
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    processes = [ctx.Process(target=refresh_in_own_process,
+                             args=(settings, [form for _, _, form in races], start, results))
+                 for _ in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    try:
+        reports = [results.get(timeout=240) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+
+    assert len({pid for pid, _ in reports}) == PROCESSES
+    assert all(len(outcomes) == len(races) for _, outcomes in reports), reports
+    (grace_client, grace_sid, _), (_, no_grace_sid, _) = races
+    outcomes = [[(status, json.loads(body)) for status, body in per_process]
+                for _, per_process in reports]
+    _assert_one_rotation_shared(oauth, grace_client, grace_sid, [o[0] for o in outcomes])
+    _assert_one_winner_then_reuse(oauth, no_grace_sid, [o[1] for o in outcomes])
+
+
+# -- serialization failures (PostgreSQL REPEATABLE READ / SERIALIZABLE) ----------------------
+
+
+@contextmanager
+def _isolation(app, level: str) -> Iterator[None]:
+    """Every transaction of the app's engine runs at ``level`` (PostgreSQL)."""
+    engine = _engine(app)
+
+    def on_begin(conn):
+        conn.exec_driver_sql(f"SET TRANSACTION ISOLATION LEVEL {level}")
+
+    event.listen(engine, "begin", on_begin)
+    try:
+        yield
+    finally:
+        event.remove(engine, "begin", on_begin)
+
+
+@contextmanager
+def _competitor(app, run: Callable[[], Any]) -> Iterator[list[Any]]:
+    """While the next rotation is between its SELECT and its UPDATE, ``run`` a whole
+    competing request to completion on another connection (another thread)."""
+    tokens = app.extensions["authserver"].tokens
+    issue = tokens.for_grant
+    outcome: list[Any] = []
+
+    def interleaved(grant):
+        tokens.for_grant = issue  # only the first request waits; the competitor does not
+        worker = threading.Thread(target=lambda: outcome.append(run()))
+        worker.start()
+        worker.join(timeout=BARRIER_TIMEOUT)
+        return issue(grant)
+
+    tokens.for_grant = interleaved
+    try:
+        yield outcome
+    finally:
+        tokens.for_grant = issue
+
+
+@pytest.mark.parametrize("level", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
+@pytest.mark.parametrize("grace", [10, 0], ids=["grace", "no-grace"])
+def test_a_rotation_that_loses_its_claim_is_never_a_500(oauth, backend, level, grace):
+    """Deterministic lost race: another request rotates the token after this one read it.
+
+    READ COMMITTED: the compare-and-set matches no row, so this request is a retry (the
+    identical response inside grace) or reuse (no grace: the family is revoked).
+    REPEATABLE READ / SERIALIZABLE: the UPDATE fails with SQLSTATE 40001, and the request
+    gets ``invalid_grant``. Either way: one child, never a 500.
+    """
+    if backend != "postgresql":
+        pytest.skip("SQLite takes the write lock at BEGIN IMMEDIATE: no lost claims")
+    oauth.create_user()
+    app_client = oauth.first_party_app(reuse_grace=grace)
+    pair = oauth.login_pair(app_client)
+    sid = oauth.verify_access_token(pair["access_token"])["sid"]
+
+    def competitor():
+        response = oauth.refresh(app_client, pair["refresh_token"],
+                                 client=oauth.app.test_client())
+        return response.status_code, response.get_data()
+
+    with _isolation(oauth.app, level), _competitor(oauth.app, competitor) as competing:
+        late = oauth.refresh(app_client, pair["refresh_token"])
+
+    (status, winner), = competing
+    assert status == 200, winner
+    assert len(_children(oauth.app, sid)) == 1
+    if level == "READ COMMITTED" and grace:
+        assert late.status_code == 200 and late.get_data() == winner
+    elif level == "READ COMMITTED":
+        assert_oauth_error(late, "invalid_grant")
+        assert _family(oauth.app, sid).revoke_reason == "reuse_detected"
+    else:
+        body = assert_oauth_error(late, "invalid_grant")
+        assert "concurrently" in body["error_description"]
+        assert _family(oauth.app, sid).revoked_at is None
+        assert oauth.refresh(app_client, json.loads(winner)["refresh_token"]).status_code == 200
+
+
+def test_racing_under_repeatable_read_is_one_rotation_and_no_500(oauth, backend):
+    if backend != "postgresql":
+        pytest.skip("isolation levels are PostgreSQL's")
+    oauth.create_user()
+    app_client = oauth.first_party_app(reuse_grace=30)
+    pair = oauth.login_pair(app_client)
+    sid = oauth.verify_access_token(pair["access_token"])["sid"]
+
+    with _isolation(oauth.app, "REPEATABLE READ"):
+        results = _race(oauth, app_client, pair["refresh_token"])
+
+    bodies = {json.dumps(body, sort_keys=True) for status, body in results if status == 200}
+    assert len(bodies) == 1, results
+    assert all(status == 200 or (status == 400 and body["error"] == "invalid_grant")
+               for status, body in results), results
+    assert len(_children(oauth.app, sid)) == 1
+
+
+@pytest.mark.parametrize("failure", [psycopg.errors.SerializationFailure,
+                                     psycopg.errors.DeadlockDetected])
+def test_a_serialization_failure_anywhere_in_the_rotation_is_invalid_grant(
+        oauth, monkeypatch, failure):
+    """The mapping itself, on both backends: SQLSTATE 40001 / 40P01 -> invalid_grant."""
+    oauth.create_user()
+    app_client = oauth.first_party_app()
+    pair = oauth.login_pair(app_client)
+
+    def conflict(*_args, **_kwargs):
+        raise OperationalError("UPDATE refresh_tokens ...", {}, failure("concurrent update"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(refresh_families, "rotate", conflict)
+        body = assert_oauth_error(oauth.refresh(app_client, pair["refresh_token"]),
+                                  "invalid_grant")
+    assert body["error_description"] == "the refresh token was used concurrently"
+    assert oauth.refresh(app_client, pair["refresh_token"]).status_code == 200
+
+
+def test_a_failed_sweep_after_a_committed_rotation_still_answers_200(oauth, app, monkeypatch,
+                                                                    caplog):
+    """Housekeeping after the commit can lose a lock conflict; the rotation stands."""
+    oauth.create_user()
+    app_client = oauth.first_party_app()
+    pair = oauth.login_pair(app_client)
+
+    def deadlock(*_args, **_kwargs):
+        raise OperationalError("UPDATE refresh_tokens ...", {},
+                               psycopg.errors.DeadlockDetected("deadlock detected"))
+
+    monkeypatch.setattr(refresh_families, "purge_expired_retry_responses", deadlock)
+    app.extensions["authserver"].sweeper._next = 0  # this rotation sweeps
+    response = oauth.refresh(app_client, pair["refresh_token"])
+
+    assert response.status_code == 200, response.get_data(True)
+    assert "sweeping expired retry responses failed" in caplog.text
+    assert oauth.refresh(app_client, response.get_json()["refresh_token"]).status_code == 200
 
 
 def test_a_refresh_costs_at_most_three_statements(oauth, app):
@@ -100,8 +397,7 @@ def test_a_refresh_costs_at_most_three_statements(oauth, app):
         if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")):
             statements.append(statement)
 
-    with app.app_context():
-        engine = db.engine
+    engine = _engine(app)
     event.listen(engine, "before_cursor_execute", count)
     try:
         assert oauth.refresh(app_client, token).status_code == 200

@@ -25,9 +25,9 @@ def test_downgrade_and_upgrade_again(tmp_path, keys_dir):
 
     app = create_app(_overrides(f"sqlite:///{tmp_path / 'm.sqlite3'}", keys_dir))
     with app.app_context():
-        flask_migrate.upgrade()
+        flask_migrate.upgrade(revision="heads")
         flask_migrate.downgrade(revision="base")
-        flask_migrate.upgrade()
+        flask_migrate.upgrade(revision="heads")
         with db.engine.connect() as connection:
             assert MigrationContext.configure(connection).get_current_heads()
         db.engine.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import func, select
 
 from authserver.extensions import db
@@ -18,6 +20,11 @@ def _family_state(app, family_id):
             .order_by(RefreshToken.id)
         ).all()
         return family, tokens
+
+
+def _values(rows):
+    """ORM rows as comparable tuples of every column."""
+    return [tuple(getattr(row, c.key) for c in row.__table__.columns) for row in rows]
 
 
 def _sid(oauth, token):
@@ -48,11 +55,12 @@ def test_retry_inside_grace_gets_the_identical_response(oauth, clock):
     app_client = oauth.first_party_app(reuse_grace=10)
     first = oauth.login_pair(app_client)
 
-    original = oauth.refresh(app_client, first["refresh_token"]).get_json()
-    clock.advance(9)
+    first_response = oauth.refresh(app_client, first["refresh_token"])
+    original = first_response.get_json()
+    clock.advance(10)  # the last second of the window
     retry = oauth.refresh(app_client, first["refresh_token"])
     assert retry.status_code == 200
-    assert retry.get_json() == original
+    assert retry.get_data() == first_response.get_data()  # byte for byte
     assert retry.headers["Cache-Control"] == "no-store"
 
     # The family is intact: the new token rotates normally.
@@ -77,9 +85,12 @@ def test_reuse_after_the_window_revokes_every_descendant(oauth, clock):
     family, rows = _family_state(oauth.app, family_id)
     assert family.revoked_at is not None and family.revoke_reason == "reuse_detected"
     assert len(rows) == 4 and all(row.revoked_at is not None for row in rows)
+    assert {row.revoke_reason for row in rows} == {"reuse_detected"}
     assert all(row.retry_response is None for row in rows)
-    # The newest token, never used, is dead too.
-    assert_oauth_error(oauth.refresh(app_client, tokens[-1]["refresh_token"]), "invalid_grant")
+    # Every token of the chain is dead, the newest (never used) included, and stays dead.
+    for pair in tokens:
+        assert_oauth_error(oauth.refresh(app_client, pair["refresh_token"]), "invalid_grant")
+    assert _values(_family_state(oauth.app, family_id)[1]) == _values(rows)  # no change
     with oauth.app.app_context():
         reuse = db.session.scalars(
             select(AuditEvent).where(AuditEvent.event == "refresh_token_reuse")
@@ -223,3 +234,84 @@ def test_no_token_secret_or_password_reaches_the_log(oauth, caplog):
     for value in (pair["refresh_token"], pair["access_token"], rotated["refresh_token"],
                   secret, "correct horse battery staple", "wrong password!"):
         assert value not in text
+
+
+def test_retry_inside_grace_from_another_client_is_refused_and_changes_nothing(oauth, clock):
+    oauth.create_user()
+    mine = oauth.first_party_app(name="mine", reuse_grace=10)
+    theirs = oauth.first_party_app(name="theirs", reuse_grace=10)
+    first = oauth.login_pair(mine)
+    original = oauth.refresh(mine, first["refresh_token"])
+    family_id = _sid(oauth, first["access_token"])
+    before = _family_state(oauth.app, family_id)
+
+    clock.advance(1)
+    assert_oauth_error(oauth.refresh(theirs, first["refresh_token"]), "invalid_grant")
+
+    after = _family_state(oauth.app, family_id)
+    assert after[0].revoked_at is None and _values(after[1]) == _values(before[1])
+    # The rightful client's retry still gets its identical response.
+    assert oauth.refresh(mine, first["refresh_token"]).get_data() == original.get_data()
+
+
+def test_widening_scope_changes_nothing(oauth, clock):
+    oauth.create_user()
+    app_client = oauth.first_party_app(scope="read write admin")
+    first = oauth.login_pair(app_client, scope="read write")
+    family_id = _sid(oauth, first["access_token"])
+    narrowed = oauth.refresh(app_client, first["refresh_token"], scope="read").get_json()
+    before = _family_state(oauth.app, family_id)
+
+    # Within the client's registration, but beyond what this sign-in was granted.
+    for wider in ("read write admin", "admin", "read admin"):
+        assert_oauth_error(oauth.refresh(app_client, narrowed["refresh_token"], scope=wider),
+                           "invalid_scope")
+
+    after = _family_state(oauth.app, family_id)
+    assert _values(after[1]) == _values(before[1]) and after[0].scope == "read write"
+    assert oauth.refresh(app_client, narrowed["refresh_token"]).get_json()["scope"] == (
+        "read write")
+
+
+def test_idle_window_slides_and_the_family_cap_bounds_every_child(oauth, clock, app):
+    oauth.create_user()
+    app_client = oauth.first_party_app(refresh_idle_ttl=1000, refresh_absolute_ttl=2500)
+    token = oauth.login_pair(app_client)
+    family_id = _sid(oauth, token["access_token"])
+    start = clock.now
+    for _ in range(3):
+        clock.advance(900)  # each step is inside the idle window of the previous token
+        response = oauth.refresh(app_client, token["refresh_token"])
+        if response.status_code != 200:
+            break
+        token = response.get_json()
+    family, rows = _family_state(app, family_id)
+    cap = start + dt.timedelta(seconds=2500)
+    assert _naive(family.expires_at) == _naive(cap)
+    # Sliding: each child's idle expiry is its own birth + 1000 s, but never past the cap.
+    assert [_naive(row.expires_at) for row in rows] == [
+        _naive(min(start + dt.timedelta(seconds=900 * i + 1000), cap)) for i in range(3)]
+    assert len(rows) == 3  # the third refresh (at 2700 s) is past the family's end
+    assert_oauth_error(response, "invalid_grant")
+
+
+def test_never_expiring_family_rotates_for_years(oauth, clock):
+    oauth.create_user()
+    app_client = oauth.first_party_app(refresh_idle_ttl=0, refresh_absolute_ttl=0)
+    pair = oauth.login_pair(app_client)
+    family_id = _sid(oauth, pair["access_token"])
+    for _ in range(3):
+        clock.advance(5 * 365 * 86_400)
+        response = oauth.refresh(app_client, pair["refresh_token"])
+        assert response.status_code == 200, response.get_data(True)
+        pair = response.get_json()
+    family, rows = _family_state(oauth.app, family_id)
+    assert len(rows) == 4 and family.expires_at is None
+    assert all(row.expires_at is None for row in rows)
+
+
+def _naive(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive UTC, PostgreSQL aware: compare both as naive UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.replace(microsecond=0)

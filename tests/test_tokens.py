@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import jwt
 import pytest
+from sqlalchemy import select
 
-from .helpers import basic
+from authserver.extensions import db
+from authserver.storage.models import TokenFamily, User
+
+from .helpers import PASSWORD, basic
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -50,6 +54,85 @@ def test_client_credentials_token_has_the_client_as_subject(oauth):
     assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
     claims = oauth.verify_access_token(body["access_token"])
     assert claims["sub"] == machine.client_id and "sid" not in claims
+
+
+USER_CLAIMS = {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "sid",
+               "auth_time"}
+MACHINE_CLAIMS = {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti"}
+SUCCESS_KEYS = {"access_token", "token_type", "expires_in", "refresh_token", "scope"}
+
+
+def _success_requests(oauth):
+    """(form, headers) of every way to get tokens, and whose they are."""
+    oauth.create_user()
+    mobile = oauth.first_party_app(name="mobile")
+    web, web_secret = oauth.create_client(name="web", first_party=True, scope="read write")
+    machine, machine_secret = oauth.create_client(name="machine", scope="reports",
+                                                  grant_types=["client_credentials"])
+    login = {"grant_type": "password", "username": "alice", "password": PASSWORD}
+    web_basic = {"Authorization": basic(web.client_id, web_secret)}
+    mobile_token = oauth.login_pair(mobile)["refresh_token"]
+    web_token = oauth.login_pair(web, secret=web_secret)["refresh_token"]
+    return {
+        "password/public-none": ({**login, "client_id": mobile.client_id}, {}, mobile),
+        "password/client_secret_basic": (login, web_basic, web),
+        "password/client_secret_post": (
+            {**login, "client_id": web.client_id, "client_secret": web_secret}, {}, web),
+        "refresh/public-none": ({"grant_type": "refresh_token", "refresh_token": mobile_token,
+                                 "client_id": mobile.client_id}, {}, mobile),
+        "refresh/client_secret_basic": (
+            {"grant_type": "refresh_token", "refresh_token": web_token}, web_basic, web),
+        "client_credentials/client_secret_basic": (
+            {"grant_type": "client_credentials"},
+            {"Authorization": basic(machine.client_id, machine_secret)}, machine),
+        "client_credentials/client_secret_post": (
+            {"grant_type": "client_credentials", "client_id": machine.client_id,
+             "client_secret": machine_secret}, {}, machine),
+    }
+
+
+@pytest.mark.parametrize("way", [
+    "password/public-none", "password/client_secret_basic", "password/client_secret_post",
+    "refresh/public-none", "refresh/client_secret_basic",
+    "client_credentials/client_secret_basic", "client_credentials/client_secret_post",
+])
+def test_every_success_is_exactly_rfc6749_5_1_with_an_rfc9068_token(oauth, clock, way):
+    form, headers, app_client = _success_requests(oauth)[way]
+    machine = form["grant_type"] == "client_credentials"
+
+    response = oauth.token(form, headers)
+
+    assert response.status_code == 200, response.get_data(True)
+    assert response.mimetype == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    body = response.get_json()
+    assert set(body) == (SUCCESS_KEYS - {"refresh_token"} if machine else SUCCESS_KEYS)
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 900
+    assert body["scope"] == " ".join(app_client.scope)
+    if not machine:
+        assert body["refresh_token"].startswith("rt_")
+        assert len(body["refresh_token"]) >= 3 + 43  # 256 random bits, base64url
+
+    header = jwt.get_unverified_header(body["access_token"])
+    assert header == {"typ": "at+jwt", "alg": "RS256", "kid": header["kid"]}
+    assert header["kid"] in {k["kid"] for k in oauth.jwks()["keys"]}
+    claims = oauth.verify_access_token(body["access_token"])  # JWKS, RS256, iss, aud
+    assert set(claims) == (MACHINE_CLAIMS if machine else USER_CLAIMS)
+    settings = oauth.app.extensions["authserver"].settings
+    assert claims["iss"] == settings.issuer and claims["aud"] == settings.audience
+    assert claims["client_id"] == app_client.client_id and claims["scope"] == body["scope"]
+    assert claims["iat"] == int(clock.now.timestamp())
+    assert claims["exp"] - claims["iat"] == 900
+    assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16
+    if machine:
+        assert claims["sub"] == app_client.client_id
+    else:
+        with oauth.app.app_context():
+            user = db.session.scalar(select(User))
+            family = db.session.get(TokenFamily, claims["sid"])
+        assert claims["sub"] == user.subject != "alice"
+        assert family.client_id == app_client.client_id and family.revoked_at is None
 
 
 def test_jwks_publishes_public_keys_only_with_caching_headers(client):

@@ -10,6 +10,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from ..domain import audit
 from ..domain.clock import utcnow
 from ..extensions import db
 from ..storage.models import AuditEvent, User
@@ -39,7 +40,8 @@ def audit_group() -> None:
 @audit_group.command("list")
 @click.option("--user", "username", default=None, help="Only this user's events.")
 @click.option("--client", "client_id", default=None, help="Only this client's events.")
-@click.option("--event", "event_type", default=None, help="Only this event type.")
+@click.option("--event", "event_type", default=None,
+              help="Only this event type (e.g. family_revoked, sign_in_failed).")
 @click.option("--since", default=None, help="ISO 8601 time or a span: 30m, 12h, 7d.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=200, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
@@ -58,6 +60,11 @@ def list_events(username: str | None, client_id: str | None, event_type: str | N
     if client_id is not None:
         query = query.where(AuditEvent.client_id == client_id)
     if event_type is not None:
+        known = event_type in audit.EVENTS or db.session.scalar(
+            select(AuditEvent.id).where(AuditEvent.event == event_type).limit(1)) is not None
+        if not known:
+            raise CliError(f"--event: unknown event type {event_type!r}; one of: "
+                           + ", ".join(sorted(audit.EVENTS)))
         query = query.where(AuditEvent.event == event_type)
     if since is not None:
         query = query.where(AuditEvent.created_at >= parse_since(since))

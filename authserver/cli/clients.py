@@ -1,7 +1,11 @@
-"""``authserver clients``: register, show, update and list OAuth clients."""
+"""``authserver clients``: register, show, update, list, rotate secrets, disable, enable and
+delete OAuth clients. Validation is the domain's (the same as the API's and the pages');
+a bad value is one line naming the option, and changes nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,11 +16,41 @@ from flask.cli import with_appcontext
 from ..domain import clients as domain_clients
 from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
 from ..domain.clients import ClientRecord, ClientSpec
+from ..domain.errors import ValidationError
 from ..extensions import db
 from ..services import services
-from . import cli
+from . import CliError, cli
 
 LIST_OPTIONS = ("grant_types", "redirect_uris", "post_logout_redirect_uris")
+ACTOR = "cli"
+# A ValidationError names a registration field; the operator typed an option.
+OPTION_NAMES = {
+    "name": "--name", "public": "--public", "first_party": "--first-party",
+    "grant_types": "--grant-type", "redirect_uris": "--redirect-uri",
+    "post_logout_redirect_uris": "--post-logout-redirect-uri", "scope": "--scope",
+    "access_token_ttl": "--access-ttl", "refresh_idle_ttl": "--refresh-idle-ttl",
+    "refresh_absolute_ttl": "--refresh-absolute-ttl", "reuse_grace": "--reuse-grace",
+    "bind_device_id": "--bind-device-id", "bind_user_agent": "--bind-user-agent",
+    "bind_ip": "--bind-ip", "require_device_id": "--require-device-id",
+    "on_binding_mismatch": "--on-binding-mismatch", "require_dpop": "--require-dpop",
+    "allow_introspection": "--allow-introspection", "overlap": "--overlap",
+    "client_id": "CLIENT_ID",
+}
+
+
+def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A validation error becomes one line naming the option; nothing is committed."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ValidationError as exc:
+            db.session.rollback()
+            option = OPTION_NAMES.get(exc.field or "", exc.field)
+            raise CliError(f"{option}: {exc}" if option else str(exc)) from None
+
+    return wrapper
 
 
 @cli.group("clients", cls=type(cli))
@@ -94,25 +128,28 @@ def _print(record: ClientRecord, as_json: bool, secret: str | None = None,
             data["client_secret"] = secret
         click.echo(json.dumps(data))
         return
-    click.echo(f"client_id:     {record.client_id}")
+    width = max(len(key) for key in data) + 2
+    click.echo(f"{'client_id:':<{width}}{record.client_id}")
     if secret:
-        click.echo(f"client_secret: {secret}")
+        click.echo(f"{'client_secret:':<{width}}{secret}")
         click.echo("Store the secret now: it is shown only once.")
     for key, value in data.items():
         if key != "client_id":
             shown = " ".join(value) if isinstance(value, list) else value
-            click.echo(f"{key + ':':<27}{shown}")
+            click.echo(f"{key + ':':<{width}}{'' if shown is None else shown}")
 
 
 @clients_group.command("create")
 @click.option("--public", is_flag=True, help="A public client (no secret; native app or SPA).")
 @_registration_options(update=False)
 @with_appcontext
+@_one_line_errors
 def create(as_json: bool, **options: Any) -> None:
     """Register a client; print its id and (once, never again) its secret."""
     for name in LIST_OPTIONS:
         options[name] = list(options[name])
-    record, secret = domain_clients.create_client(db.session, ClientSpec(**options))
+    record, secret = domain_clients.create_client(db.session, ClientSpec(**options),
+                                                  actor=ACTOR)
     db.session.commit()
     _print(record, as_json, secret, show_secret=True)
 
@@ -121,11 +158,17 @@ def create(as_json: bool, **options: Any) -> None:
 @click.argument("client_id")
 @_registration_options(update=True)
 @with_appcontext
+@_one_line_errors
 def update(client_id: str, as_json: bool, **options: Any) -> None:
-    """Change CLIENT_ID's registration; options not given stay as they are."""
+    """Change CLIENT_ID's registration; options not given stay as they are.
+
+    A repeatable option (``--redirect-uri``, ``--grant-type``...) replaces the whole list.
+    """
     changes = {k: (list(v) if k in LIST_OPTIONS else v) for k, v in options.items()
                if v is not None and v != ()}
-    record = domain_clients.update_client(db.session, client_id, **changes)
+    if not changes:
+        raise CliError("nothing to change: give at least one option (see --help)")
+    record = domain_clients.update_client(db.session, client_id, actor=ACTOR, **changes)
     db.session.commit()
     services().clients.forget([client_id])
     _print(record, as_json)
@@ -161,23 +204,31 @@ def list_clients(as_json: bool) -> None:
               help="Seconds the old secret stays valid (default AUTHSERVER_CLIENT_SECRET_OVERLAP).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @with_appcontext
+@_one_line_errors
 def rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
     """Give CLIENT_ID a new secret, printed once; the old one works during the overlap."""
     seconds = services().settings.client_secret_overlap if overlap is None else overlap
-    secret = domain_clients.rotate_secret(db.session, client_id, seconds)
+    now = services().clock()
+    secret = domain_clients.rotate_secret(db.session, client_id, seconds, actor=ACTOR, now=now)
     db.session.commit()
     services().clients.forget([client_id])
+    until = (now + dt.timedelta(seconds=seconds)).isoformat() if seconds else None
     if as_json:
         click.echo(json.dumps({"client_id": client_id, "client_secret": secret,
-                               "previous_secret_valid_for": seconds}))
+                               "previous_secret_valid_for": seconds,
+                               "previous_secret_valid_until": until}))
         return
     click.echo(f"client_secret: {secret}")
-    click.echo(f"Store the secret now: it is shown only once. The previous secret stays valid "
-               f"for {seconds} s.")
+    if seconds:
+        click.echo(f"Store the secret now: it is shown only once. The previous secret stays "
+                   f"valid for {seconds} s (until {until}).")
+    else:
+        click.echo("Store the secret now: it is shown only once. The previous secret no "
+                   "longer works.")
 
 
 def _set_active(client_id: str, active: bool, as_json: bool) -> None:
-    revoked = domain_clients.set_active(db.session, client_id, active)
+    revoked = domain_clients.set_active(db.session, client_id, active, actor=ACTOR)
     db.session.commit()
     services().clients.forget([client_id])
     if as_json:
@@ -213,10 +264,11 @@ def enable(client_id: str, as_json: bool) -> None:
 @with_appcontext
 def delete(client_id: str, yes: bool, as_json: bool) -> None:
     """Delete CLIENT_ID and every session, code and consent of it."""
+    domain_clients.get_client(db.session, client_id)  # an unknown id fails before asking
     if not yes and not click.confirm(f"Delete client {client_id} and all its sessions?",
                                      default=False):
         raise click.exceptions.Abort()
-    revoked = domain_clients.delete_client(db.session, client_id)
+    revoked = domain_clients.delete_client(db.session, client_id, actor=ACTOR)
     db.session.commit()
     services().clients.forget([client_id])
     if as_json:

@@ -15,10 +15,10 @@ def db_group() -> None:
 
 
 @db_group.command("upgrade")
-@click.argument("revision", default="head")
+@click.argument("revision", default="heads")
 @with_appcontext
 def upgrade(revision: str) -> None:
-    """Apply migrations up to REVISION (default: head)."""
+    """Apply migrations up to REVISION (default: every head)."""
     flask_migrate.upgrade(revision=revision)
     click.echo(f"database upgraded to {revision}")
 
@@ -32,17 +32,22 @@ def current() -> None:
 
 @db_group.command("purge")
 @click.option("--retention-days", type=click.IntRange(0, 3650), default=30, show_default=True,
-              help="Keep revoked or expired sessions this long (for the audit and support).")
-@click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+              help="Keep revoked, expired or idle sessions and ended sign-ins this long.")
+@click.option("--audit-retention-days", type=click.IntRange(0, 36500), default=0,
+              show_default=True, help="Delete audit events older than this; 0 keeps them all.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Rows per transaction (smaller: shorter locks).")
 @with_appcontext
-def purge(retention_days: int, batch_size: int) -> None:
-    """Delete expired and long-revoked tokens, sessions, codes and replay-cache rows.
+def purge(retention_days: int, audit_retention_days: int, batch_size: int) -> None:
+    """Delete expired and long-revoked sessions and tokens, old codes, ended browser
+    sign-ins, DPoP replay-cache rows and expired retry responses, in small batches.
 
-    Runs in small batches; schedule it daily, e.g. from cron:
+    Safe to run while the server is serving; schedule it daily, e.g. from cron:
     ``17 3 * * * cd /srv/authserver && .venv/bin/authserver db purge``
     """
     from ..domain.housekeeping import purge as run_purge
     from ..extensions import db
 
-    counts = run_purge(db.session, retention_days=retention_days, batch_size=batch_size)
-    click.echo(" ".join(f"{kind}={count}" for kind, count in counts.items()))
+    counts = run_purge(db.session, retention_days=retention_days, batch_size=batch_size,
+                       audit_retention_days=audit_retention_days)
+    click.echo("purged " + " ".join(f"{kind}={count}" for kind, count in counts.items()))

@@ -44,7 +44,8 @@ def create(username: str, password_stdin: bool, email: str | None,
     password = _read_password(password_stdin)
     user = domain_users.create_user(db.session, username, password, email=email,
                                     name=display_name)
-    user.is_admin = admin
+    if admin:
+        domain_users.set_admin(db.session, user.username, True)  # audited
     db.session.commit()
     role = " as an admin" if admin else ""
     click.echo(f"created user {user.username}{role} (sub {user.subject})")
@@ -74,8 +75,9 @@ def revoke_admin(username: str) -> None:
 @click.argument("username")
 @with_appcontext
 def deactivate(username: str) -> None:
-    """Deactivate USERNAME and revoke every refresh-token family (session) of theirs."""
-    revoked = domain_users.deactivate_user(db.session, username)
+    """Deactivate USERNAME: every device of theirs is signed out (every refresh-token
+    family revoked, every browser sign-in ended) and they can no longer sign in."""
+    revoked = domain_users.deactivate_user(db.session, username, by={"via": "cli"})
     db.session.commit()
     click.echo(f"deactivated {username}; revoked {revoked} session(s)")
 
@@ -87,7 +89,7 @@ def deactivate(username: str) -> None:
 def reset_password(username: str, password_stdin: bool) -> None:
     """Set USERNAME's password; every session and signed-in browser of theirs ends."""
     password = _read_password(password_stdin)
-    revoked = domain_users.reset_password(db.session, username, password)
+    revoked = domain_users.reset_password(db.session, username, password, by={"via": "cli"})
     db.session.commit()
     click.echo(f"password of {username} reset; revoked {revoked} session(s)")
 

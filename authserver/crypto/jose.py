@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 PrivateJWK = RSAKey | ECKey | OKPKey
 
+# RFC 9864 (2025) prefers the fully specified "Ed25519" to "EdDSA", but resource servers'
+# libraries (PyJWT, jose, nimbus) verify "EdDSA" today; we publish and sign "EdDSA" on
+# purpose, so joserfc's per-signature warning about it is noise.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
+
 SUPPORTED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+# Members of a JWK that hold secret material (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
 class KeyFormatError(Exception):
@@ -33,16 +41,29 @@ def private_pem(key: PrivateJWK, passphrase: str | None) -> bytes:
 
 
 def load_private_pem(alg: str, data: bytes, passphrase: str | None) -> PrivateJWK:
-    """Parse a private PEM for ``alg``; raise KeyFormatError with a readable reason."""
+    """Parse a private PEM for ``alg``; raise KeyFormatError with a readable reason.
+
+    An unencrypted file is read even when a passphrase is set, so a directory can move to
+    encrypted keys one rotation at a time.
+    """
     cls: type[PrivateJWK] = {"RS256": RSAKey, "ES256": ECKey, "EdDSA": OKPKey}[alg]
+    encrypted = b"ENCRYPTED" in data
+    if encrypted and not passphrase:
+        raise KeyFormatError("the key is encrypted and AUTHSERVER_KEY_PASSPHRASE is not set")
     try:
-        key = cls.import_key(data, password=passphrase or None)
+        key = cls.import_key(data, password=passphrase if encrypted else None)
     except (JoseError, ValueError, TypeError) as exc:
-        hint = "wrong passphrase or corrupt file" if b"ENCRYPTED" in data else "corrupt file"
-        raise KeyFormatError(f"{hint}: {type(exc).__name__}") from exc
+        if encrypted:
+            raise KeyFormatError(
+                "wrong passphrase (AUTHSERVER_KEY_PASSPHRASE) or corrupt file") from exc
+        raise KeyFormatError(f"corrupt file (not a PEM private key for {alg})") from exc
     if not key.is_private:
         raise KeyFormatError("the file holds a public key, not a private key")
     return key
+
+
+def is_encrypted_pem(data: bytes) -> bool:
+    return data.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
 
 
 def thumbprint(key: PrivateJWK) -> str:
@@ -51,8 +72,9 @@ def thumbprint(key: PrivateJWK) -> str:
 
 
 def public_jwk(key: PrivateJWK, kid: str, alg: str) -> dict[str, Any]:
-    """The public JWK (no private members) for the JWKS document."""
-    data = dict(key.as_dict(private=False))
+    """The public JWK (no private members, ever) for the JWKS document."""
+    data = {name: value for name, value in key.as_dict(private=False).items()
+            if name not in PRIVATE_JWK_MEMBERS}
     data.update({"kid": kid, "alg": alg, "use": "sig"})
     return data
 
@@ -94,9 +116,37 @@ def left_half_hash(value: str, alg: str) -> str:
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
 
 
-PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _KTY_FOR_ALG = {"ES256": ("EC", "P-256"), "RS256": ("RSA", None), "PS256": ("RSA", None),
                 "EdDSA": ("OKP", "Ed25519")}
+
+
+def _proof_registries() -> dict[str | None, Any]:
+    """joserfc's default registry caps a header at 512 bytes: an RSA-2048 ``jwk`` in a DPoP
+    header is ~560, RSA-4096 ~900. Allow 2 KiB (the whole proof is capped by the caller);
+    unknown header members are ignored, as RFC 7515 §4 says, unless named in ``crit``.
+    One registry per pinned algorithm (a registry given to joserfc is its allow-list); the
+    ``None`` one only parses, it never verifies."""
+    from joserfc.jws import JWSRegistry
+
+    class ProofRegistry(JWSRegistry):
+        max_header_length = 2048
+
+    return {alg: ProofRegistry(algorithms=[alg] if alg else None, strict_check_header=False)
+            for alg in (None, *_KTY_FOR_ALG)}
+
+
+_PROOF_REGISTRIES = _proof_registries()
+
+
+def proof_header(token: str) -> dict[str, Any]:
+    """The protected header of a DPoP proof (a compact JWS), before any verification."""
+    from joserfc import jws
+
+    try:
+        return dict(jws.extract_compact(token.encode("ascii"), registry=_PROOF_REGISTRIES[None])
+                    .headers())
+    except (JoseError, ValueError, UnicodeEncodeError, RecursionError) as exc:
+        raise InvalidJWT("malformed token") from exc
 
 
 def verify_embedded_jwk_jws(token: str, jwk: dict[str, Any], alg: str) -> tuple[dict, str]:
@@ -123,11 +173,11 @@ def verify_embedded_jwk_jws(token: str, jwk: dict[str, Any], alg: str) -> tuple[
             raise InvalidJWT("the jwk header contains private key material")
         if kty == "RSA" and key.raw_value.key_size < 2048:
             raise InvalidJWT("the RSA key is too small")
-        signature = jws.deserialize_compact(token, key, algorithms=[alg])
+        signature = jws.deserialize_compact(token, key, registry=_PROOF_REGISTRIES[alg])
         claims = json.loads(signature.payload)
     except InvalidJWT:
         raise
-    except (JoseError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (JoseError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise InvalidJWT("bad signature or malformed proof") from exc
     if not isinstance(claims, dict):
         raise InvalidJWT("the proof payload is not a JSON object")

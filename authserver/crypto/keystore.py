@@ -2,29 +2,56 @@
 
 Each key is two files: ``<kid>.pem`` (the private key, mode 0600, optionally encrypted
 with AUTHSERVER_KEY_PASSPHRASE) and ``<kid>.json`` (public metadata: algorithm, state and
-times). States follow DESIGN.md "Keys": ``next`` (published, not signing), ``active``
-(signing; exactly one), ``retired`` (published until its tokens have expired).
+times). The states and when they change are computed by :mod:`.lifecycle`, so processes
+sharing the directory agree on the signing key at the same instant without a restart.
 
-Keys are parsed once per process and re-read only when the directory changes (checked
-at most once a second), so the token endpoint never parses PEM on its hot path.
+Reading is cheap: a process re-scans the directory at most once per ``check_interval``
+(a listing and a ``stat`` per file), re-reads only when a file changed, and parses a
+private PEM only when that file is new; the token endpoint never parses PEM on its hot
+path. Promotion needs no re-read at all: it is a comparison with the clock. Writers
+(the ``authserver keys`` commands) take an exclusive ``flock`` on ``keys/.lock`` and
+replace files atomically, so readers never see half a file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
+import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import jose
+from .lifecycle import (
+    ACTIVE,
+    NEXT,
+    RETIRED,
+    STATES,
+    KeyPolicy,
+    KeyRecord,
+    KeyStatus,
+    Resolution,
+    activation_time,
+    resolve,
+)
 
-NEXT, ACTIVE, RETIRED = "next", "active", "retired"
-STATES = (NEXT, ACTIVE, RETIRED)
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["ACTIVE", "NEXT", "RETIRED", "KeyPolicy", "KeyStore", "KeyStoreError",
+           "NoActiveKey", "SigningKey", "published_algorithms"]
+
+log = logging.getLogger(__name__)
 PUBLISHED_STATES = (NEXT, ACTIVE, RETIRED)
+LOCK_FILE = ".lock"
+Clock = Callable[[], dt.datetime]
 
 
 class KeyStoreError(Exception):
@@ -37,26 +64,48 @@ class NoActiveKey(KeyStoreError):
 
 @dataclass(frozen=True)
 class SigningKey:
+    """A key in its state at the instant it was looked up."""
+
     kid: str
     alg: str
     state: str
     created_at: dt.datetime
     state_changed_at: dt.datetime
     private: jose.PrivateJWK = field(repr=False, compare=False)
+    activates_at: dt.datetime | None = None  # next keys: when they start signing
+    removable_at: dt.datetime | None = None  # retired keys: when `keys prune` may remove them
+    encrypted: bool = False
+    jwk: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def public_jwk(self) -> dict[str, Any]:
-        return jose.public_jwk(self.private, self.kid, self.alg)
+        return dict(self.jwk) if self.jwk else jose.public_jwk(self.private, self.kid, self.alg)
 
     def sign(self, claims: dict[str, Any], typ: str) -> str:
         return jose.sign_jwt(claims, self.private, kid=self.kid, alg=self.alg, typ=typ)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+@dataclass(frozen=True)
+class _Loaded:
+    """One key as read from disk (the parsed private key is reused while the file is)."""
+
+    record: KeyRecord
+    private: jose.PrivateJWK
+    pem_identity: tuple[int, int, int]
+    encrypted: bool
+    jwk: dict[str, Any]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _parse_time(value: Any) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
@@ -67,69 +116,180 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _read_record(meta_path: Path) -> KeyRecord:
+    try:
+        meta = json.loads(meta_path.read_text())
+        kid, alg, state = meta["kid"], meta["alg"], meta["state"]
+        created = _parse_time(meta["created_at"])
+        changed = _parse_time(meta.get("state_changed_at", meta["created_at"]))
+        activates = _parse_time(meta["activates_at"]) if meta.get("activates_at") else None
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KeyStoreError(f"key metadata {meta_path} is unreadable ({exc})") from exc
+    if not isinstance(kid, str) or kid != meta_path.stem:
+        raise KeyStoreError(f"key metadata {meta_path}: kid does not match the file name")
+    if alg not in jose.SUPPORTED_ALGORITHMS:
+        raise KeyStoreError(f"key metadata {meta_path}: unsupported alg {alg!r}")
+    if state not in STATES:
+        raise KeyStoreError(f"key metadata {meta_path}: unknown state {state!r}")
+    return KeyRecord(kid, alg, state, created, changed, activates)
+
+
+def published_algorithms(directory: str | os.PathLike[str]) -> list[str]:
+    """The algorithms of the keys in ``directory`` (metadata only), RS256 always first.
+
+    For ``id_token_signing_alg_values_supported``: OIDC Discovery §3 requires RS256.
+    """
+    algs = {"RS256"}
+    with contextlib.suppress(OSError):
+        for meta_path in Path(directory).glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                alg = json.loads(meta_path.read_text()).get("alg")
+                if alg in jose.SUPPORTED_ALGORITHMS:
+                    algs.add(alg)
+    return sorted(algs, key=lambda a: (a != "RS256", a))
+
+
 class KeyStore:
-    """The key directory, with a per-process cache refreshed when the directory changes."""
+    """The key directory, with a per-process cache refreshed when a file changes."""
 
     def __init__(self, directory: str | os.PathLike[str], passphrase: str = "",
-                 check_interval: float = 1.0) -> None:
+                 check_interval: float = 1.0, policy: KeyPolicy | None = None,
+                 clock: Clock = _utcnow) -> None:
         self.directory = Path(directory)
         self.passphrase = passphrase
         self.check_interval = check_interval
-        self._lock = threading.Lock()
-        self._keys: list[SigningKey] = []
-        self._signature: tuple[int, int] | None = None
+        self.policy = policy or KeyPolicy()
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._loaded: dict[str, _Loaded] | None = None
+        self._signature: tuple[Any, ...] | None = None
         self._checked_at = 0.0
+        self._view: tuple[SigningKey, ...] = ()
+        self._view_until: dt.datetime | None = None
+        self._view_stale = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyStore:
+        return cls(settings.keys_dir, settings.key_passphrase,
+                   policy=KeyPolicy.for_jwks_max_age(settings.jwks_max_age))
 
     # -- reading -------------------------------------------------------------------
-    def _dir_signature(self) -> tuple[int, int] | None:
+    def _scan(self) -> tuple[Any, ...] | None:
+        """What identifies the directory's current contents: each file's inode, time, size.
+
+        Files are replaced by rename (a new inode), so this catches every change even when
+        two happen within one tick of the file system's clock.
+        """
         try:
-            st = self.directory.stat()
+            entries = [
+                (entry.name, st.st_ino, st.st_mtime_ns, st.st_size)
+                for entry in os.scandir(self.directory)
+                if entry.name.endswith((".json", ".pem")) and not entry.name.startswith(".")
+                for st in (entry.stat(follow_symlinks=True),)
+            ]
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_ino)
+        except OSError as exc:
+            raise KeyStoreError(f"key directory {self.directory} is unreadable "
+                                f"({exc.strerror})") from exc
+        return tuple(sorted(entries))
 
-    def keys(self) -> list[SigningKey]:
-        """All keys, newest first; re-read if the directory changed since the last look."""
+    def _refresh(self, force: bool = False) -> None:
         now = time.monotonic()
-        if self._signature is not None and now - self._checked_at < self.check_interval:
-            return self._keys
+        if not force and self._loaded is not None and now - self._checked_at < self.check_interval:
+            return
         with self._lock:
-            signature = self._dir_signature()
-            if signature != self._signature or signature is None:
-                self._keys = self._read_all()
-                self._signature = signature
-            self._checked_at = now
-            return self._keys
+            if not force and self._loaded is not None and (
+                    time.monotonic() - self._checked_at < self.check_interval):
+                return
+            signature = self._scan()
+            if force or self._loaded is None or signature != self._signature:
+                try:
+                    loaded = self._read_all(self._loaded or {})
+                except KeyStoreError as exc:
+                    if self._loaded is None or force:
+                        raise
+                    # A running process keeps signing with what it had; the operator sees why.
+                    if signature != self._signature:
+                        log.error("keys: keeping the keys loaded before: %s", exc)
+                    self._signature = signature
+                else:
+                    self._loaded = loaded
+                    self._signature = signature
+                    self._view_stale = True
+            self._checked_at = time.monotonic()
 
-    def _read_all(self) -> list[SigningKey]:
+    def _read_all(self, previous: dict[str, _Loaded]) -> dict[str, _Loaded]:
         if not self.directory.is_dir():
-            return []
-        found = []
+            return {}
+        found: dict[str, _Loaded] = {}
         for meta_path in sorted(self.directory.glob("*.json")):
-            found.append(self._read_one(meta_path))
-        found.sort(key=lambda k: k.created_at, reverse=True)
+            if meta_path.name.startswith("."):
+                continue
+            try:
+                record = _read_record(meta_path)
+                found[record.kid] = self._load_private(record, previous.get(record.kid))
+            except FileNotFoundError:
+                continue  # removed while we listed (``keys prune``): the next scan sees it
         return found
 
-    def _read_one(self, meta_path: Path) -> SigningKey:
+    def _load_private(self, record: KeyRecord, previous: _Loaded | None) -> _Loaded:
+        pem_path = self.directory / f"{record.kid}.pem"
         try:
-            meta = json.loads(meta_path.read_text())
-            kid, alg, state = meta["kid"], meta["alg"], meta["state"]
-            created = dt.datetime.fromisoformat(meta["created_at"])
-            changed = dt.datetime.fromisoformat(meta.get("state_changed_at", meta["created_at"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise KeyStoreError(f"key metadata {meta_path} is unreadable ({exc})") from exc
-        if alg not in jose.SUPPORTED_ALGORITHMS or state not in STATES:
-            raise KeyStoreError(f"key metadata {meta_path}: bad alg or state")
-        pem_path = meta_path.with_suffix(".pem")
+            st = pem_path.stat()
+        except FileNotFoundError:
+            if not (self.directory / f"{record.kid}.json").exists():
+                raise  # the whole key was removed while we read (``keys prune``)
+            raise KeyStoreError(f"private key {pem_path} is missing") from None
+        except OSError as exc:
+            raise KeyStoreError(f"private key {pem_path} is unreadable ({exc.strerror})") from exc
+        identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if previous is not None and previous.pem_identity == identity \
+                and previous.record.alg == record.alg:
+            return replace(previous, record=record)
+        if st.st_mode & 0o077:
+            log.warning("keys: %s is readable by other users; it should be mode 0600", pem_path)
         try:
             data = pem_path.read_bytes()
         except OSError as exc:
             raise KeyStoreError(f"private key {pem_path} is unreadable ({exc.strerror})") from exc
         try:
-            private = jose.load_private_pem(alg, data, self.passphrase)
+            private = jose.load_private_pem(record.alg, data, self.passphrase)
         except jose.KeyFormatError as exc:
             raise KeyStoreError(f"private key {pem_path}: {exc}") from exc
-        return SigningKey(kid, alg, state, created, changed, private)
+        if jose.thumbprint(private) != record.kid:
+            raise KeyStoreError(f"private key {pem_path} does not match its metadata (kid)")
+        return _Loaded(record, private, identity, jose.is_encrypted_pem(data),
+                       jose.public_jwk(private, record.kid, record.alg))
+
+    def resolution(self, now: dt.datetime | None = None) -> Resolution:
+        """Every key's state now (or at ``now``), with prune and activation times."""
+        self._refresh()
+        loaded = self._loaded or {}
+        return resolve((item.record for item in loaded.values()), now or self.clock(),
+                       self.policy)
+
+    def keys(self) -> list[SigningKey]:
+        """All keys in their current states, newest first."""
+        self._refresh()
+        now = self.clock()
+        if self._view_stale or (self._view_until is not None and now >= self._view_until):
+            with self._lock:
+                loaded = self._loaded or {}
+                result = resolve((item.record for item in loaded.values()), now, self.policy)
+                self._view = tuple(self._signing_key(status, loaded[status.kid])
+                                   for status in result.statuses)
+                self._view_until = result.valid_until
+                self._view_stale = False
+        return list(self._view)
+
+    @staticmethod
+    def _signing_key(status: KeyStatus, item: _Loaded) -> SigningKey:
+        return SigningKey(status.kid, status.record.alg, status.state, status.record.created_at,
+                          status.state_changed_at, item.private, status.activates_at,
+                          status.removable_at, item.encrypted, item.jwk)
 
     def active(self) -> SigningKey:
         """The one key that signs now."""
@@ -147,29 +307,189 @@ class KeyStore:
         """The public JWK Set: next, active and retired keys, never private members."""
         return {"keys": [k.public_jwk() for k in self.published()]}
 
-    # -- writing -------------------------------------------------------------------
+    def find(self, kid: str) -> SigningKey:
+        """A key by its kid or an unambiguous prefix of at least 8 characters."""
+        keys = self.keys()
+        exact = [k for k in keys if k.kid == kid]
+        matches = exact or ([k for k in keys if k.kid.startswith(kid)] if len(kid) >= 8 else [])
+        if len(matches) != 1:
+            problem = "matches several keys" if matches else "is not a key"
+            raise KeyStoreError(
+                f"{kid!r} {problem} in {self.directory}; see 'authserver keys list'")
+        return matches[0]
+
+    # -- writing (the ``authserver keys`` commands) -----------------------------------
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Exclusive across processes (flock) and threads; re-read from disk inside."""
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KeyStoreError(f"key directory {self.directory} is not writable "
+                                f"({exc.strerror})") from exc
+        try:
+            with self._lock:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    self._refresh(force=True)
+                    yield
+                finally:
+                    self._checked_at = 0.0  # our own writes: re-scan on the next look
+                    self._view_stale = True
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _write_record(self, record: KeyRecord) -> None:
+        data = json.dumps(record.to_json(), indent=2).encode() + b"\n"
+        _write_atomic(self.directory / f"{record.kid}.json", data, 0o644)
+
+    def _sync_locked(self, now: dt.datetime) -> list[KeyStatus]:
+        loaded = self._loaded or {}
+        result = resolve((item.record for item in loaded.values()), now, self.policy)
+        changed = []
+        for status in result.statuses:
+            if status.stored != status.record:
+                self._write_record(status.stored)
+                changed.append(status)
+        return changed
+
+    def sync(self) -> list[KeyStatus]:
+        """Write the computed states to the metadata files; returns the keys rewritten.
+
+        Idempotent and deterministic (the times written are those computed, not "now"),
+        so processes racing here write the same bytes.
+        """
+        with self._writing():
+            return self._sync_locked(self.clock())
+
     def create(self, alg: str = "RS256", state: str = NEXT) -> SigningKey:
-        """Generate a key and write it (private PEM 0600, then metadata)."""
+        """Generate a key and write it (private PEM 0600 first, then its metadata)."""
+        with self._writing():
+            return self._create_locked(alg, state, self.clock())
+
+    def _create_locked(self, alg: str, state: str, now: dt.datetime) -> SigningKey:
         if alg not in jose.SUPPORTED_ALGORITHMS:
             raise KeyStoreError(
                 f"unsupported algorithm {alg!r}; use one of {', '.join(jose.SUPPORTED_ALGORITHMS)}"
             )
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         private = jose.generate_private_key(alg)
         kid = jose.thumbprint(private)
-        now = _now()
-        _write_atomic(self.directory / f"{kid}.pem",
-                      jose.private_pem(private, self.passphrase), 0o600)
-        meta = {"kid": kid, "alg": alg, "state": state, "created_at": now.isoformat(),
-                "state_changed_at": now.isoformat()}
-        _write_atomic(self.directory / f"{kid}.json",
-                      json.dumps(meta, indent=2).encode() + b"\n", 0o644)
-        self._signature = None
-        return SigningKey(kid, alg, state, now, now, private)
+        exact = now.replace(microsecond=0)
+        activates = activation_time(now, self.policy) if state == NEXT else None
+        pem = jose.private_pem(private, self.passphrase)
+        _write_atomic(self.directory / f"{kid}.pem", pem, 0o600)
+        self._write_record(KeyRecord(kid, alg, state, exact, exact, activates))
+        return SigningKey(kid, alg, state, exact, exact, private, activates, None,
+                          jose.is_encrypted_pem(pem), jose.public_jwk(private, kid, alg))
 
     def ensure(self, alg: str = "RS256") -> tuple[SigningKey, bool]:
         """Return the active key, creating one if there is none (True when created)."""
         try:
             return self.active(), False
         except NoActiveKey:
-            return self.create(alg, ACTIVE), True
+            pass
+        with self._writing():
+            now = self.clock()
+            current = resolve((i.record for i in (self._loaded or {}).values()), now,
+                              self.policy).active
+            if current is not None:  # another process created it meanwhile
+                self._view_stale = True
+                return self._signing_key(current, (self._loaded or {})[current.kid]), False
+            return self._create_locked(alg, ACTIVE, now), True
+
+    def rotate(self, alg: str = "RS256", force: bool = False) -> tuple[SigningKey, bool]:
+        """Create the next key (or, with no active key, an active one: True).
+
+        Refuses while another next key is waiting, unless ``force``.
+        """
+        with self._writing():
+            now = self.clock()
+            self._sync_locked(now)
+            result = resolve((i.record for i in (self._loaded or {}).values()), now,
+                             self.policy)
+            if result.active is None:
+                return self._create_locked(alg, ACTIVE, now), True
+            waiting = [s for s in result.statuses if s.state == NEXT]
+            if waiting and not force:
+                first = waiting[-1]
+                raise KeyStoreError(
+                    f"next key {first.kid} is already waiting to become active at "
+                    f"{first.activates_at:%Y-%m-%d %H:%M:%S}Z; pass --force to add another")
+            return self._create_locked(alg, NEXT, now), False
+
+    def activate(self, kid: str, force: bool = False) -> tuple[SigningKey, SigningKey | None]:
+        """Make ``kid`` the signing key now; the one it replaces is retired now.
+
+        Refuses a key published for less than the pre-publication period (resource servers
+        may still hold a JWKS without it) unless ``force``.
+        """
+        with self._writing():
+            now = self.clock()
+            self._sync_locked(now)
+            self._refresh(force=True)
+            target = self.find(kid)
+            if target.state == ACTIVE:
+                return target, None
+            published_for = (now - target.created_at).total_seconds()
+            if published_for < self.policy.prepublish and not force:
+                ready = activation_time(target.created_at, self.policy)
+                raise KeyStoreError(
+                    f"key {target.kid} has been published for only {int(published_for)} s; "
+                    f"resource servers may cache the JWKS for {self.policy.prepublish} s "
+                    f"and would reject its tokens. Wait until {ready:%Y-%m-%d %H:%M:%S}Z "
+                    "(a next key becomes active by itself then) or pass --force")
+            previous = next((k for k in self.keys() if k.state == ACTIVE), None)
+            stamp = now.replace(microsecond=0)
+            if previous is not None and previous.state_changed_at >= stamp:
+                stamp = previous.state_changed_at + dt.timedelta(seconds=1)
+            # Activate first, then retire: a reader in between sees two active keys and
+            # picks the later activation (this one), never none.
+            self._write_record(KeyRecord(target.kid, target.alg, ACTIVE, target.created_at,
+                                         stamp))
+            if previous is not None:
+                self._write_record(KeyRecord(previous.kid, previous.alg, RETIRED,
+                                             previous.created_at, stamp))
+            self._refresh(force=True)
+            self._view_stale = True
+            return self.find(target.kid), previous
+
+    def prune(self, dry_run: bool = False) -> list[SigningKey]:
+        """Remove retired keys whose every token has expired; returns them."""
+        with self._writing():
+            now = self.clock()
+            self._sync_locked(now)
+            self._refresh(force=True)
+            self._view_stale = True
+            removable = [k for k in self.keys() if k.state == RETIRED
+                         and k.removable_at is not None and k.removable_at <= now]
+            if not dry_run:
+                for key in removable:
+                    self._delete(key.kid)
+            return removable
+
+    def remove(self, kid: str, force: bool = False) -> SigningKey:
+        """Remove one key now (a compromised key); never the active one."""
+        with self._writing():
+            now = self.clock()
+            self._sync_locked(now)
+            self._refresh(force=True)
+            self._view_stale = True
+            key = self.find(kid)
+            if key.state == ACTIVE:
+                raise KeyStoreError(f"key {key.kid} is the active key; activate another first")
+            if key.state == RETIRED and key.removable_at is not None and \
+                    key.removable_at > now and not force:
+                raise KeyStoreError(
+                    f"tokens signed by {key.kid} may be valid until "
+                    f"{key.removable_at:%Y-%m-%d %H:%M:%S}Z; removing it now makes resource "
+                    "servers reject them. Pass --force to remove it anyway")
+            self._delete(key.kid)
+            return key
+
+    def _delete(self, kid: str) -> None:
+        # Metadata first: a reader never finds metadata without its private key.
+        for suffix in (".json", ".pem"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / f"{kid}{suffix}").unlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from sqlalchemy import insert
@@ -30,6 +31,32 @@ CLIENT_SECRET_ROTATED = "client_secret_rotated"
 CLIENT_DISABLED = "client_disabled"
 CLIENT_ENABLED = "client_enabled"
 CLIENT_DELETED = "client_deleted"
+BROWSER_SIGNED_OUT = "browser_signed_out"
+CODE_REPLAYED = "authorization_code_replay"  # written by domain.codes
+
+# Every event type, for ``authserver audit list --event`` and the admin filter.
+EVENTS = (
+    SIGN_IN_SUCCEEDED, SIGN_IN_FAILED, FAMILY_CREATED, ROTATION_RETRY, REUSE_DETECTED,
+    BINDING_MISMATCH, FAMILY_REVOKED, BROWSER_SIGNED_OUT, CODE_REPLAYED, USER_CREATED,
+    USER_DEACTIVATED, PASSWORD_CHANGED, PASSWORD_RESET, ADMIN_GRANTED, ADMIN_REVOKED,
+    CLIENT_CREATED, CLIENT_UPDATED, CLIENT_SECRET_ROTATED, CLIENT_DISABLED, CLIENT_ENABLED,
+    CLIENT_DELETED,
+)
+
+
+# Defence in depth: a credential-shaped string never reaches the table, even if a caller
+# slips. Refresh tokens, registration tokens and JWTs (access, ID, DPoP proofs).
+_CREDENTIAL = re.compile(r"(?:rt_|reg_)[A-Za-z0-9_-]{20,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _CREDENTIAL.sub("[redacted]", value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
 
 
 def record(
@@ -50,6 +77,6 @@ def record(
             user_id=user_id,
             client_id=client_id,
             family_id=family_id,
-            detail=detail,
+            detail=_scrub(detail),
         )
     )

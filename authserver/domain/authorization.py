@@ -8,6 +8,7 @@ known to be genuine, the user must see an error page and never be redirected
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -17,10 +18,16 @@ from .errors import ValidationError
 
 MAX_STATE = 1024
 MAX_NONCE = 512
+MAX_LOGIN_HINT = 256
 PROMPTS = frozenset({"none", "login", "consent"})
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
                  "code_challenge", "code_challenge_method", "prompt", "max_age",
-                 "response_mode")
+                 "response_mode", "login_hint", "id_token_hint", "request", "request_uri",
+                 "registration", "claims", "display", "ui_locales", "acr_values")
+# Scopes a request must name itself: without ``scope`` it is a plain OAuth request
+# (OIDC Core §3.1.2.1: an OpenID request MUST contain ``openid``).
+OIDC_ONLY = frozenset(scopes.OIDC_SCOPES)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class AuthorizationRequest:
     code_challenge: str | None
     prompt: frozenset[str]
     max_age: int | None
+    login_hint: str | None = None
 
     @property
     def openid(self) -> bool:
@@ -76,15 +84,17 @@ def parse(
         values = params.get(name) or []
         return values[0] if values else None
 
+    # RFC 6749 §3.1: "Request and response parameters MUST NOT be included more than once."
     repeated = [name for name in SINGLE_VALUED if len(params.get(name) or []) > 1]
 
-    # 1. The client and redirect URI: failures here are never redirected.
+    # 1. The client and redirect URI: failures here are never redirected (§4.1.2.1).
     if "client_id" in repeated:
         raise FatalAuthorizationError("invalid_request", "client_id is repeated")
     client_id = one("client_id")
     if not client_id:
         raise FatalAuthorizationError("invalid_request", "client_id is missing")
-    client = lookup(client_id) if len(client_id) <= 64 else None
+    valid_id = len(client_id) <= 64 and not _CONTROL.search(client_id)
+    client = lookup(client_id) if valid_id else None
     if client is None or not client.active:
         raise FatalAuthorizationError("invalid_client", "unknown client")
     if "redirect_uri" in repeated:
@@ -95,15 +105,20 @@ def parse(
             raise FatalAuthorizationError(
                 "invalid_request", "the redirect_uri is not registered for this client")
         redirect_uri = requested_uri
+    elif "openid" in (one("scope") or "").split(" "):
+        # OIDC Core §3.1.2.1: redirect_uri is REQUIRED in an OpenID Connect request.
+        raise FatalAuthorizationError("invalid_request",
+                                      "redirect_uri is required for OpenID Connect requests")
     elif len(client.redirect_uris) == 1:
-        redirect_uri = client.redirect_uris[0]
+        redirect_uri = client.redirect_uris[0]  # RFC 6749 §3.1.2.3: the only one registered
     else:
         raise FatalAuthorizationError("invalid_request", "redirect_uri is missing")
 
-    # 2. Everything else goes back to the client.
-    state = one("state")
+    # 2. Everything else goes back to the client, with its state when that is unambiguous.
+    state = None if "state" in repeated else one("state")
     if state is not None and len(state) > MAX_STATE:
-        raise RedirectAuthorizationError("invalid_request", "state is too long",
+        raise RedirectAuthorizationError("invalid_request",
+                                         f"state is longer than {MAX_STATE} characters",
                                          redirect_uri, None)
 
     def fail(error: str, description: str) -> RedirectAuthorizationError:
@@ -115,6 +130,8 @@ def parse(
         raise fail("request_not_supported", "request objects are not supported")
     if one("request_uri") is not None:
         raise fail("request_uri_not_supported", "request_uri is not supported")
+    if one("registration") is not None:
+        raise fail("registration_not_supported", "the registration parameter is not supported")
     response_type = one("response_type")
     if not response_type:
         raise fail("invalid_request", "response_type is missing")
@@ -126,14 +143,17 @@ def parse(
     if response_mode not in (None, "query"):
         raise fail("invalid_request", "only response_mode=query is supported")
 
+    # RFC 6749 §3.3: an absent scope gets the client's registered (non-OIDC) scopes.
     try:
         requested = scopes.parse(one("scope"))
     except ValidationError as exc:
         raise fail("invalid_scope", str(exc)) from None
-    if any(s not in client.scope for s in requested):
-        raise fail("invalid_scope", "the client may not request that scope")
-    granted = requested or list(client.scope)
+    unknown = [s for s in requested if s not in client.scope]
+    if unknown:
+        raise fail("invalid_scope", f"the client may not request the scope {unknown[0][:40]}")
+    granted = requested or [s for s in client.scope if s not in OIDC_ONLY]
 
+    # RFC 7636 with S256 only (RFC 9700 §2.1.1); a challenge without a method means plain.
     challenge = one("code_challenge")
     method = one("code_challenge_method")
     if method is not None and method != "S256":
@@ -150,11 +170,12 @@ def parse(
             raise fail("invalid_request", "code_challenge is not a S256 challenge")
 
     nonce = one("nonce")
-    if nonce is not None and (not nonce or len(nonce) > MAX_NONCE):
-        raise fail("invalid_request", "nonce must be 1 to 512 characters")
+    if nonce is not None and (not nonce or len(nonce) > MAX_NONCE or _CONTROL.search(nonce)):
+        raise fail("invalid_request", f"nonce must be 1 to {MAX_NONCE} printable characters")
     if "openid" in granted and nonce is None:
         raise fail("invalid_request", "nonce is required for openid requests")
 
+    # OIDC Core §3.1.2.1: prompt and max_age.
     prompt = frozenset((one("prompt") or "").split())
     if not prompt <= PROMPTS:
         raise fail("invalid_request", "prompt may be none, login or consent")
@@ -164,14 +185,20 @@ def parse(
     max_age_raw = one("max_age")
     max_age = None
     if max_age_raw is not None:
-        if not max_age_raw.isdigit() or len(max_age_raw) > 9:
+        if not max_age_raw.isascii() or not max_age_raw.isdigit() or len(max_age_raw) > 9:
             raise fail("invalid_request", "max_age must be a non-negative integer")
         max_age = int(max_age_raw)
+
+    # A hint only pre-fills the sign-in form; an unusable one is ignored.
+    login_hint = one("login_hint")
+    if login_hint is not None and (len(login_hint) > MAX_LOGIN_HINT
+                                   or _CONTROL.search(login_hint)):
+        login_hint = None
 
     return AuthorizationRequest(
         client=client, redirect_uri=redirect_uri, redirect_uri_given=requested_uri is not None,
         scope=granted, state=state, nonce=nonce, code_challenge=challenge, prompt=prompt,
-        max_age=max_age,
+        max_age=max_age, login_hint=login_hint,
     )
 
 

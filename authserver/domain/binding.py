@@ -80,13 +80,37 @@ def valid_device_id(value: str) -> bool:
         0x21 <= ord(ch) <= 0x7E for ch in value)
 
 
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address = ipaddress.ip_address(value)
+    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d: the same client.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def normalise_ip(value: str | None) -> str | None:
+    """The canonical text of a client address, or None if it is not one.
+
+    The address comes from the socket or from a trusted proxy's ``X-Forwarded-For``; a
+    misconfigured proxy count could still pass on junk, which must not reach the database.
+    """
+    if not value:
+        return None
+    try:
+        return str(_address(value.strip()))
+    except ValueError:
+        return None
+
+
 def same_network(a: str | None, b: str | None, policy: str) -> bool:
+    """Whether ``b`` is in ``a``'s network under ``policy`` (off, exact, or a prefix pair:
+    /24 and /64 mean IPv4 /24 or IPv6 /64; /16 and /48 mean IPv4 /16 or IPv6 /48)."""
     if policy == "off":
         return True
     if a is None or b is None:
         return False
     try:
-        first, second = ipaddress.ip_address(a), ipaddress.ip_address(b)
+        first, second = _address(a), _address(b)
     except ValueError:
         return False
     if first.version != second.version:

@@ -1,38 +1,55 @@
-"""Clients: registration rules, the immutable record the token endpoint uses, and its cache.
+"""Clients: the immutable record the token endpoint uses, its cache, and the admin
+operations (create, update, rotate the secret, disable, enable, delete).
 
-Validation lives here only, so the CLI (and later the admin API and pages) share it.
+The rules a registration must satisfy live in :mod:`.client_metadata`, shared by the CLI,
+the registration API and the admin pages; they are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..storage.models import Client
+from ..storage.models import Client, TokenFamily
 from . import audit, refresh_families, scopes
 from . import secrets as creds
 from .binding import BindingPolicy
+from .client_metadata import (  # noqa: F401 - re-exported: the clients API in one place
+    ACCESS_TTL_BOUNDS,
+    ADMIN_SCOPE,
+    AUTH_METHODS,
+    DEFAULT_REFRESH_ABSOLUTE_TTL,
+    DEFAULT_REFRESH_IDLE_TTL,
+    DEFAULT_REUSE_GRACE,
+    REFRESH_ABSOLUTE_TTL_BOUNDS,
+    REFRESH_IDLE_TTL_BOUNDS,
+    REUSE_GRACE_BOUNDS,
+    SPEC_FIELDS,
+    SUPPORTED_GRANT_TYPES,
+    ClientSpec,
+    check_redirect_uri,
+    check_response_types,
+    default_grant_types,
+    validate_spec,
+)
 from .clock import utcnow
 from .errors import NotFound, ValidationError
 
-SUPPORTED_GRANT_TYPES = ("authorization_code", "password", "client_credentials", "refresh_token")
-
-ACCESS_TTL_BOUNDS = (60, 86_400)  # DESIGN.md: per client 60 s to 1 day
-REFRESH_IDLE_TTL_BOUNDS = (0, 31_536_000)  # 0 = no idle limit; at most a year
-REFRESH_ABSOLUTE_TTL_BOUNDS = (0, 315_360_000)  # 0 = never expires, only revoked
-REUSE_GRACE_BOUNDS = (0, 300)
-
-DEFAULT_REFRESH_IDLE_TTL = 14 * 86_400
-DEFAULT_REFRESH_ABSOLUTE_TTL = 90 * 86_400
-DEFAULT_REUSE_GRACE = 10
+MAX_CLIENT_ID = 64
+# RFC 6749 Appendix A.1: client-id = *VSCHAR. Nothing else is ever looked up (a NUL, for one,
+# is not even a legal PostgreSQL string).
+_CLIENT_ID = re.compile(r"[\x20-\x7e]{1,64}")
+MAX_SECRET_OVERLAP = 30 * 86_400
+REGISTRATION_TOKEN_PREFIX = "reg_"  # noqa: S105 - a prefix, not a secret
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,7 @@ class ClientRecord:
     post_logout_redirect_uris: tuple[str, ...] = ()
     binding: BindingPolicy = field(default_factory=BindingPolicy)
     allow_introspection: bool = False
+    created_at: dt.datetime | None = None
     secret_digest: str | None = field(default=None, repr=False)
     previous_secret_digest: str | None = field(default=None, repr=False)
     previous_secret_expires_at: dt.datetime | None = field(default=None, repr=False)
@@ -84,6 +102,7 @@ class ClientRecord:
                 require_dpop=row.require_dpop,
             ),
             allow_introspection=row.allow_introspection,
+            created_at=row.created_at,
             secret_digest=row.secret_digest,
             previous_secret_digest=row.previous_secret_digest,
             previous_secret_expires_at=row.previous_secret_expires_at,
@@ -103,15 +122,19 @@ class ClientRecord:
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.redirect_uris
 
-    def check_client_secret(self, client_secret: str) -> bool:
-        """The current secret, or the previous one during the rotation overlap."""
+    def check_client_secret(self, client_secret: str, now: dt.datetime | None = None) -> bool:
+        """The current secret, or the previous one during the rotation overlap.
+
+        Both digests are always compared, so the time taken says nothing about which
+        secret (if any) matched.
+        """
         if self.public:
             return False
-        if creds.matches(client_secret, self.secret_digest):
-            return True
-        return (self.previous_secret_expires_at is not None
-                and utcnow() < self.previous_secret_expires_at
-                and creds.matches(client_secret, self.previous_secret_digest))
+        current = creds.matches(client_secret, self.secret_digest)
+        previous = creds.matches(client_secret, self.previous_secret_digest)
+        in_overlap = (self.previous_secret_expires_at is not None
+                      and (now or utcnow()) < self.previous_secret_expires_at)
+        return current or (previous and in_overlap)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.public:
@@ -141,130 +164,43 @@ class ClientRecord:
         data["post_logout_redirect_uris"] = list(self.post_logout_redirect_uris)
         data["scope"] = scopes.render(list(self.scope))
         data["token_endpoint_auth_method"] = "none" if self.public else "client_secret_basic"
+        data["created_at"] = self.created_at.isoformat() if self.created_at else None
+        if not self.public:
+            data["previous_secret_valid_until"] = (
+                self.previous_secret_expires_at.isoformat()
+                if self.previous_secret_expires_at else None)
         return data
 
 
-@dataclass
-class ClientSpec:
-    """Registration input, as given by an admin."""
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change, for the audit trail: ``name`` ("cli", "admin user NAME", "admin
+    client ID", ...) and, for a person signed in to the admin pages, their user id (so the
+    trail filtered by that user shows what they did)."""
 
     name: str
-    public: bool = False
-    first_party: bool = False
-    grant_types: list[str] = field(default_factory=list)
-    redirect_uris: list[str] = field(default_factory=list)
-    post_logout_redirect_uris: list[str] = field(default_factory=list)
-    scope: str = ""
-    access_token_ttl: int | None = None
-    refresh_idle_ttl: int = DEFAULT_REFRESH_IDLE_TTL
-    refresh_absolute_ttl: int = DEFAULT_REFRESH_ABSOLUTE_TTL
-    reuse_grace: int = DEFAULT_REUSE_GRACE
-    bind_device_id: bool = True
-    bind_user_agent: bool = True
-    bind_ip: str = "off"
-    require_device_id: bool = False
-    on_binding_mismatch: str = "revoke"
-    require_dpop: bool = False
-    allow_introspection: bool = False
-
-    def binding(self) -> BindingPolicy:
-        return BindingPolicy(
-            device_id=self.bind_device_id, user_agent=self.bind_user_agent, ip=self.bind_ip,
-            require_device_id=self.require_device_id, on_mismatch=self.on_binding_mismatch,
-            require_dpop=self.require_dpop,
-        ).validate()
+    user_id: int | None = None
 
 
-def default_grant_types(spec: ClientSpec) -> list[str]:
-    """Apps with redirect URIs sign users in through the browser; first-party apps without
-    them use the password grant; other confidential clients are machines."""
-    if spec.redirect_uris:
-        return ["authorization_code", "refresh_token"]
-    if spec.first_party:
-        return ["password", "refresh_token"]
-    if not spec.public:
-        return ["client_credentials"]
-    raise ValidationError("a public client needs --redirect-uri or --first-party",
-                          "redirect_uris")
+def _audit(session: Session, event: str, client_id: str, actor: Actor | str | None,
+           now: dt.datetime | None = None, **detail: Any) -> None:
+    if isinstance(actor, str):
+        actor = Actor(actor)
+    if actor is not None:
+        detail["actor"] = actor.name
+    audit.record(session, event, client_id=client_id, now=now,
+                 user_id=actor.user_id if actor else None, **detail)
 
 
-def _check_bounds(value: int | None, bounds: tuple[int, int], name: str) -> None:
-    if value is None:
-        return
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(f"{name} must be an integer from {low} to {high}", name)
-
-
-def _check_redirect_uri(uri: str) -> None:
-    """RFC 6749 §3.1.2 and RFC 8252: absolute, no fragment, https except loopback/native."""
-    parts = urlsplit(uri)
-    if not parts.scheme or parts.fragment or "#" in uri:
-        raise ValidationError(f"redirect URI {uri!r} must be absolute, without a fragment",
-                              "redirect_uris")
-    if parts.scheme == "http":
-        if parts.hostname not in ("127.0.0.1", "::1", "localhost"):
-            raise ValidationError(f"redirect URI {uri!r} must use https (loopback excepted)",
-                                  "redirect_uris")
-    elif parts.scheme != "https" and "." not in parts.scheme:
-        raise ValidationError(
-            f"redirect URI {uri!r}: a private-use scheme must be a reversed domain name "
-            "(RFC 8252 §7.1)",
-            "redirect_uris",
-        )
-    if parts.scheme in ("http", "https") and not parts.hostname:
-        raise ValidationError(f"redirect URI {uri!r} has no host", "redirect_uris")
-
-
-def validate_spec(spec: ClientSpec) -> ClientSpec:
-    """Check a registration; return it with defaults filled in. Raises ValidationError."""
-    name = spec.name.strip() if isinstance(spec.name, str) else ""
-    if not name or len(name) > 255:
-        raise ValidationError("name must be 1 to 255 characters", "name")
-    grant_types = list(dict.fromkeys(spec.grant_types)) or default_grant_types(spec)
-    unknown = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
-    if unknown:
-        raise ValidationError(
-            f"unsupported grant type {unknown[0]!r}; supported: {', '.join(SUPPORTED_GRANT_TYPES)}",
-            "grant_types",
-        )
-    if spec.public and "client_credentials" in grant_types:
-        raise ValidationError("a public client cannot use client_credentials", "grant_types")
-    if spec.public and spec.allow_introspection:
-        raise ValidationError("only confidential clients may introspect tokens",
-                              "allow_introspection")
-    if "password" in grant_types and not spec.first_party:
-        raise ValidationError("the password grant is only for first-party clients",
-                              "grant_types")
-    if grant_types == ["refresh_token"]:
-        raise ValidationError("refresh_token needs a grant that issues refresh tokens",
-                              "grant_types")
-    if "authorization_code" in grant_types and not spec.redirect_uris:
-        raise ValidationError("the authorization_code grant needs at least one redirect URI",
-                              "redirect_uris")
-    for uri in [*spec.redirect_uris, *spec.post_logout_redirect_uris]:
-        _check_redirect_uri(uri)
-    scope = scopes.render(scopes.parse(spec.scope))
-    _check_bounds(spec.access_token_ttl, ACCESS_TTL_BOUNDS, "access_token_ttl")
-    _check_bounds(spec.refresh_idle_ttl, REFRESH_IDLE_TTL_BOUNDS, "refresh_idle_ttl")
-    _check_bounds(spec.refresh_absolute_ttl, REFRESH_ABSOLUTE_TTL_BOUNDS, "refresh_absolute_ttl")
-    _check_bounds(spec.reuse_grace, REUSE_GRACE_BOUNDS, "reuse_grace")
-    spec.binding()
-    return dataclasses.replace(
-        spec, name=name, grant_types=grant_types, scope=scope,
-        redirect_uris=list(dict.fromkeys(spec.redirect_uris)),
-        post_logout_redirect_uris=list(dict.fromkeys(spec.post_logout_redirect_uris)),
-    )
-
-
-def create_client(session: Session, spec: ClientSpec) -> tuple[ClientRecord, str | None]:
+def create_client(session: Session, spec: ClientSpec, *, actor: Actor | str | None = None,
+                  now: dt.datetime | None = None) -> tuple[ClientRecord, str | None]:
     """Register a client; return its record and, for a confidential client, the secret.
 
-    The secret is returned once and stored only as a digest.
+    The secret (256 random bits) is returned once and stored only as a SHA-256 digest.
     """
     spec = validate_spec(spec)
     secret = None if spec.public else creds.new_client_secret()
-    now = utcnow()
+    now = now or utcnow()
     row = Client(
         client_id=creds.new_client_id(),
         secret_digest=creds.digest(secret) if secret else None,
@@ -274,19 +210,16 @@ def create_client(session: Session, spec: ClientSpec) -> tuple[ClientRecord, str
     _apply(row, spec, now)
     session.add(row)
     session.flush()
-    audit.record(session, audit.CLIENT_CREATED, client_id=row.client_id, now=now,
-                 name=row.name, public=row.public)
+    _audit(session, audit.CLIENT_CREATED, row.client_id, actor, now, name=row.name,
+           public=row.public)
     return ClientRecord.from_model(row), secret
 
 
-SPEC_FIELDS = [f.name for f in dataclasses.fields(ClientSpec)]
-
-
-def _apply(row: Client, spec: ClientSpec, now: object) -> None:
+def _apply(row: Client, spec: ClientSpec, now: dt.datetime) -> None:
     """Copy a validated spec onto a row (the column names are the spec's field names)."""
     for name in SPEC_FIELDS:
         setattr(row, name, getattr(spec, name))
-    row.updated_at = now  # type: ignore[assignment]
+    row.updated_at = now
 
 
 def spec_of(record: ClientRecord) -> ClientSpec:
@@ -305,21 +238,25 @@ def spec_of(record: ClientRecord) -> ClientSpec:
     )
 
 
-def update_client(session: Session, client_id: str, **changes: object) -> ClientRecord:
-    """Change a client's registration (validated like a new one; the caller commits).
+def update_client(session: Session, client_id: str, *, actor: Actor | str | None = None,
+                  **changes: object) -> ClientRecord:
+    """Change a client's registration, validated like a new one (the caller commits).
 
     Whether a client is public cannot change: a secret would appear or disappear.
     """
-    row = session.scalar(select(Client).where(Client.client_id == client_id))
-    if row is None:
-        raise NotFound(f"no client {client_id!r}")
+    row = _row(session, client_id)
     unknown = [name for name in changes if name not in SPEC_FIELDS or name == "public"]
     if unknown:
         raise ValidationError(f"cannot change {unknown[0]}", unknown[0])
-    spec = dataclasses.replace(spec_of(ClientRecord.from_model(row)), **changes)  # type: ignore[arg-type]
-    _apply(row, validate_spec(spec), utcnow())
-    session.flush()
-    audit.record(session, audit.CLIENT_UPDATED, client_id=client_id, changed=sorted(changes))
+    if not changes:
+        raise ValidationError("nothing to change")
+    before = spec_of(ClientRecord.from_model(row))
+    after = validate_spec(dataclasses.replace(before, **changes))  # type: ignore[arg-type]
+    changed = [name for name in SPEC_FIELDS if getattr(before, name) != getattr(after, name)]
+    if changed:
+        _apply(row, after, utcnow())
+        session.flush()
+        _audit(session, audit.CLIENT_UPDATED, client_id, actor, changed=changed)
     return ClientRecord.from_model(row)
 
 
@@ -328,7 +265,13 @@ def list_clients(session: Session) -> list[ClientRecord]:
     return [ClientRecord.from_model(row) for row in rows]
 
 
+def valid_client_id(client_id: object) -> bool:
+    return isinstance(client_id, str) and _CLIENT_ID.fullmatch(client_id) is not None
+
+
 def find_client(session: Session, client_id: str) -> ClientRecord | None:
+    if not valid_client_id(client_id):
+        return None
     row = session.scalar(select(Client).where(Client.client_id == client_id))
     return ClientRecord.from_model(row) if row is not None else None
 
@@ -336,7 +279,7 @@ def find_client(session: Session, client_id: str) -> ClientRecord | None:
 def get_client(session: Session, client_id: str) -> ClientRecord:
     record = find_client(session, client_id)
     if record is None:
-        raise NotFound(f"no client {client_id!r}")
+        raise NotFound(f"no client {client_id[:MAX_CLIENT_ID]!r}")
     return record
 
 
@@ -376,68 +319,83 @@ class ClientCache:
 
 
 def _row(session: Session, client_id: str) -> Client:
-    row = session.scalar(select(Client).where(Client.client_id == client_id))
+    row = None
+    if valid_client_id(client_id):
+        row = session.scalar(select(Client).where(Client.client_id == client_id))
     if row is None:
-        raise NotFound(f"no client {client_id!r}")
+        raise NotFound(f"no client {client_id[:MAX_CLIENT_ID]!r}")
     return row
 
 
-MAX_SECRET_OVERLAP = 30 * 86_400
+def rotate_secret(session: Session, client_id: str, overlap_seconds: int, *,
+                  actor: Actor | str | None = None, now: dt.datetime | None = None) -> str:
+    """A new secret, returned once; the old one stays valid for ``overlap_seconds``.
 
-
-def rotate_secret(session: Session, client_id: str, overlap_seconds: int) -> str:
-    """A new secret, returned once; the old one stays valid for ``overlap_seconds``."""
-    if not 0 <= overlap_seconds <= MAX_SECRET_OVERLAP:
-        raise ValidationError(f"overlap must be 0 to {MAX_SECRET_OVERLAP} seconds", "overlap")
+    Only the secret in use until now survives the overlap: rotating twice in a row ends
+    the one before it at once.
+    """
+    if (isinstance(overlap_seconds, bool) or not isinstance(overlap_seconds, int)
+            or not 0 <= overlap_seconds <= MAX_SECRET_OVERLAP):
+        raise ValidationError(f"overlap must be a whole number of seconds from 0 to "
+                              f"{MAX_SECRET_OVERLAP}", "overlap")
     row = _row(session, client_id)
     if row.public:
-        raise ValidationError("a public client has no secret", "client_id")
+        raise ValidationError("a public client has no secret to rotate", "client_id")
     secret = creds.new_client_secret()
-    now = utcnow()
+    now = now or utcnow()
     row.previous_secret_digest = row.secret_digest if overlap_seconds else None
     row.previous_secret_expires_at = (now + dt.timedelta(seconds=overlap_seconds)
                                       if overlap_seconds else None)
     row.secret_digest = creds.digest(secret)
     row.updated_at = now
-    audit.record(session, audit.CLIENT_SECRET_ROTATED, client_id=client_id, now=now,
-                 overlap_seconds=overlap_seconds)
+    _audit(session, audit.CLIENT_SECRET_ROTATED, client_id, actor, now,
+           overlap_seconds=overlap_seconds)
     return secret
 
 
 def issue_registration_token(session: Session, client_id: str) -> str:
-    """RFC 7592 §1: a registration access token for the client's own record (digest stored)."""
-    token = "reg_" + creds.new_client_secret()
+    """RFC 7592 §1: a registration access token for the client's own record.
+
+    256 random bits behind a recognisable prefix; only its SHA-256 digest is stored, and a
+    new one replaces (and so revokes) the previous one.
+    """
+    token = REGISTRATION_TOKEN_PREFIX + creds.new_client_secret()
     _row(session, client_id).registration_token_digest = creds.digest(token)
     return token
 
 
-def set_active(session: Session, client_id: str, active: bool) -> int:
-    """Enable or disable a client; disabling revokes every family it holds (returns how many)."""
+def set_active(session: Session, client_id: str, active: bool, *,
+               actor: Actor | str | None = None) -> int:
+    """Enable or disable a client; disabling revokes every family it holds (returns how many).
+
+    A disabled client cannot authenticate, so its refresh tokens fail and introspection
+    reports its access tokens inactive. Enabling it again does not revive revoked sessions.
+    """
     row = _row(session, client_id)
     row.active = active
     row.updated_at = utcnow()
     revoked = 0
     if not active:
         revoked = revoke_client_families(session, client_id, reason="client_disabled")
-    audit.record(session, audit.CLIENT_ENABLED if active else audit.CLIENT_DISABLED,
-                 client_id=client_id, families_revoked=revoked)
+    _audit(session, audit.CLIENT_ENABLED if active else audit.CLIENT_DISABLED, client_id,
+           actor, families_revoked=revoked)
     return revoked
 
 
 def revoke_client_families(session: Session, client_id: str, *, reason: str) -> int:
-    from ..storage.models import TokenFamily
-
+    """Revoke every live family (session) of the client; return how many."""
     family_ids = session.scalars(select(TokenFamily.id).where(
         TokenFamily.client_id == client_id, TokenFamily.revoked_at.is_(None))).all()
     return sum(refresh_families.revoke_family(session, fid, reason=reason) for fid in family_ids)
 
 
-def delete_client(session: Session, client_id: str) -> int:
-    """Delete a client: its families are revoked, then removed with it (returns how many)."""
+def delete_client(session: Session, client_id: str, *, actor: Actor | str | None = None) -> int:
+    """Delete a client: its families are revoked (audited), then removed with it by the
+    foreign keys' cascade, with its codes and consents. Returns how many were revoked."""
     row = _row(session, client_id)
     revoked = revoke_client_families(session, client_id, reason="client_deleted")
-    audit.record(session, audit.CLIENT_DELETED, client_id=client_id, families_revoked=revoked,
-                 name=row.name)
+    _audit(session, audit.CLIENT_DELETED, client_id, actor, families_revoked=revoked,
+           name=row.name)
     session.flush()
     session.delete(row)
     return revoked

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from ..storage.models import AuthorizationCode, User
+from ..storage.models import AuthorizationCode, LoginSession, User
 from . import audit, pkce, refresh_families, scopes
 from . import secrets as creds
 from .authorization import AuthorizationRequest, issues_refresh_token
@@ -95,6 +95,9 @@ def redeem(
     if user is None or not user.active:
         session.commit()
         raise InvalidAuthorizationCode("the user is no longer active")
+    if row.login_session_id is not None and _signed_out(session, row.login_session_id):
+        session.commit()  # the user signed out before the client came back for the tokens
+        raise InvalidAuthorizationCode("the sign-in this code came from has ended")
 
     family_id = creds.new_family_id()
     row.family_id = family_id
@@ -130,6 +133,13 @@ def _mismatch(row: AuthorizationCode, redirect_uri: str | None, verifier: str | 
     elif verifier is not None:
         return "code_verifier sent for a request without code_challenge"
     return None
+
+
+def _signed_out(session: Session, login_session_id: str) -> bool:
+    ended = session.execute(
+        select(LoginSession.ended_at).where(LoginSession.id == login_session_id)
+    ).one_or_none()
+    return ended is None or ended.ended_at is not None
 
 
 def _handle_replay(session: Session, digest: str, client: ClientRecord, clock: Clock) -> None:

@@ -11,6 +11,7 @@ from ..storage.models import LoginSession, User
 from . import audit
 from . import secrets as creds
 from .clock import utcnow
+from .sessions import browser_session_public_id
 
 
 def start(session: Session, user: User, *, user_agent: str | None, ip: str | None,
@@ -21,7 +22,8 @@ def start(session: Session, user: User, *, user_agent: str | None, ip: str | Non
                        created_at=now, user_agent=(user_agent or "")[:512] or None, ip=ip)
     session.add(row)
     audit.record(session, audit.SIGN_IN_SUCCEEDED, user_id=user.id, now=now,
-                 login_session=row.id, ip=ip, user_agent=row.user_agent)
+                 login_session=browser_session_public_id(row.id), ip=ip,
+                 user_agent=row.user_agent)
     return row
 
 

@@ -13,7 +13,7 @@ _S256_CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
 
 def valid_challenge(challenge: str) -> bool:
     """A S256 challenge is the 43-character base64url of a SHA-256 digest."""
-    return bool(_S256_CHALLENGE.match(challenge))
+    return bool(_S256_CHALLENGE.fullmatch(challenge))
 
 
 def s256(verifier: str) -> str:
@@ -23,6 +23,6 @@ def s256(verifier: str) -> str:
 
 def verify(verifier: str | None, challenge: str) -> bool:
     """RFC 7636 §4.6: BASE64URL(SHA256(verifier)) == challenge, compared in constant time."""
-    if verifier is None or not _VERIFIER.match(verifier):
+    if verifier is None or not _VERIFIER.fullmatch(verifier):
         return False
     return hmac.compare_digest(s256(verifier), challenge)

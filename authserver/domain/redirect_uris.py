@@ -1,42 +1,50 @@
-"""Redirect-URI matching (RFC 6749 §3.1.2.3, OAuth 2.1 exact match, RFC 8252 §7.3)."""
+"""Redirect-URI matching (RFC 6749 §3.1.2.3, OAuth 2.1 §2.3.1 exact match, RFC 8252 §7.3).
+
+A requested redirect URI must be character-for-character one of the registered ones. The
+only exception is RFC 8252 §7.3: a native app listening on the loopback interface gets an
+ephemeral port from its OS, so for a registered ``http://127.0.0.1/...`` or
+``http://[::1]/...`` URI any port is accepted, with everything else still identical.
+``localhost`` gets no such exception (RFC 8252 §8.3: not recommended, DNS may lie).
+Prefixes, substrings, fragments and user-info are never accepted.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
 
-LOOPBACK_HOSTS = ("127.0.0.1", "[::1]", "::1")
+_LOOPBACK = re.compile(r"^http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?(?=[/?]|\Z)")
 
 
-def _without_port(uri: str) -> str | None:
-    parts = urlsplit(uri)
-    host = parts.hostname
-    if host is None:
+def _split_loopback(uri: str) -> tuple[str, str] | None:
+    """``(host, rest)`` of a loopback-IP ``http`` URI, the port removed; else None.
+
+    ``rest`` is the exact text after the authority (path and query), so two URIs that
+    differ in anything but the port never compare equal.
+    """
+    match = _LOOPBACK.match(uri)
+    if match is None:
         return None
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.username or parts.password:
+    port = match.group(2)
+    if port is not None and not 1 <= int(port) <= 65535:
         return None
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return match.group(1), uri[match.end():]
 
 
 def is_loopback_redirect(uri: str) -> bool:
     """An ``http`` redirect to a loopback IP literal (RFC 8252 §7.3)."""
-    try:
-        parts = urlsplit(uri)
-        return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1")
-    except ValueError:
-        return False
+    return "#" not in uri and _split_loopback(uri) is not None
 
 
 def matches(requested: str, registered: Iterable[str]) -> bool:
     """Exact string match, except that a loopback redirect may use any port."""
+    if "#" in requested:  # RFC 6749 §3.1.2: the endpoint URI MUST NOT include a fragment
+        return False
+    loopback = _split_loopback(requested)
     for candidate in registered:
         if requested == candidate:
             return True
-        if is_loopback_redirect(candidate) and is_loopback_redirect(requested):
-            try:
-                if _without_port(requested) == _without_port(candidate):
-                    return True
-            except ValueError:
-                continue
+        if loopback is not None and "#" not in candidate and \
+                _split_loopback(candidate) == loopback:
+            return True
     return False

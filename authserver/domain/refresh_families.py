@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -279,6 +279,12 @@ def _binding_mismatch(session: Session, family_id: str, user_id: int, client: Cl
 def _replace_device_family(session: Session, user_id: int, client_id: str, device_id: str,
                            now: dt.datetime) -> None:
     """One live family per device, client and user: a new sign-in revokes the old one."""
+    # Two sign-ins from one device at once must not both see "no live family" and both
+    # insert one: on PostgreSQL serialise them on the user's row (SQLite transactions are
+    # BEGIN IMMEDIATE, already serial; SQLAlchemy leaves FOR UPDATE out there). NO KEY
+    # UPDATE, because each already holds KEY SHARE on that row from inserting rows that
+    # reference it (the sign-in audit event): two FOR UPDATE requests would deadlock.
+    session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
     old = session.scalars(
         select(TokenFamily.id).where(
             TokenFamily.user_id == user_id, TokenFamily.client_id == client_id,
@@ -322,7 +328,8 @@ def _retry_or_reuse(
         if body is not None:
             audit.record(session, audit.ROTATION_RETRY, user_id=row.user_id,
                          client_id=client.client_id, family_id=row.family_id, now=now,
-                         rotated_at=row.rotated_at.isoformat() if row.rotated_at else None)
+                         rotated_at=row.rotated_at.isoformat() if row.rotated_at else None,
+                         presented=context.describe())
             session.commit()
             return body
     revoke_family(session, row.family_id, reason="reuse_detected", now=now)
@@ -335,15 +342,21 @@ def _retry_or_reuse(
 
 
 def revoke_family(
-    session: Session, family_id: str, *, reason: str, now: dt.datetime | None = None
+    session: Session, family_id: str, *, reason: str, now: dt.datetime | None = None,
+    by: Mapping[str, Any] | None = None,
 ) -> bool:
-    """Revoke a family and every token in it (the caller commits). True if it was live."""
+    """Revoke a family and every token in it (the caller commits). True if it was live.
+
+    The audit row names the cause, the device the family was bound to and, with ``by``,
+    who asked for it from where (an IP, a user-agent family: never a credential).
+    """
     now = now or utcnow()
     revoked = session.execute(
         update(TokenFamily)
         .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
         .values(revoked_at=now, revoke_reason=reason)
-        .returning(TokenFamily.user_id, TokenFamily.client_id)
+        .returning(TokenFamily.user_id, TokenFamily.client_id, TokenFamily.device_id,
+                   TokenFamily.ua_family, TokenFamily.ip, TokenFamily.dpop_jkt)
     ).one_or_none()
     session.execute(
         update(RefreshToken)
@@ -351,8 +364,10 @@ def revoke_family(
         .values(revoked_at=now, revoke_reason=reason, retry_response=None, retry_until=None)
     )
     if revoked is not None:
+        device = Bound(revoked.device_id, revoked.ua_family, revoked.ip, revoked.dpop_jkt)
         audit.record(session, audit.FAMILY_REVOKED, user_id=revoked.user_id,
-                     client_id=revoked.client_id, family_id=family_id, now=now, cause=reason)
+                     client_id=revoked.client_id, family_id=family_id, now=now, cause=reason,
+                     device=device.describe(), **({"by": dict(by)} if by else {}))
     return revoked is not None
 
 

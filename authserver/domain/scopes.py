@@ -17,7 +17,7 @@ def parse(scope: str | None, field: str = "scope") -> list[str]:
     for token in scope.split(" "):
         if token == "":
             continue
-        if not _SCOPE_TOKEN.match(token) or len(token) > 128:
+        if not _SCOPE_TOKEN.fullmatch(token) or len(token) > 128:
             raise ValidationError(f"invalid scope token {token[:40]!r}", field)
         if token not in tokens:
             tokens.append(token)

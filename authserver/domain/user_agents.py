@@ -22,7 +22,9 @@ _OSES = (
     ("Android", re.compile(r"\bAndroid\b", re.I)),
     ("Windows", re.compile(r"\bWindows\b", re.I)),
     ("ChromeOS", re.compile(r"\bCrOS\b")),
-    ("macOS", re.compile(r"\b(?:Macintosh|Mac OS X|macOS|Darwin)\b", re.I)),
+    ("macOS", re.compile(r"\b(?:Macintosh|Mac OS X|macOS)\b", re.I)),
+    # Apple's networking stack ("App/1 CFNetwork/1410 Darwin/22.6.0") names no platform.
+    ("iOS or macOS", re.compile(r"\bDarwin/", re.I)),
     ("Linux", re.compile(r"\bLinux\b", re.I)),
 )
 # "BankApp/3.2.1 (iPhone; iOS 17.1)", "okhttp/4.12.0", "python-requests/2.32"

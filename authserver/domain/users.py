@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..storage.models import User
-from . import audit, login_sessions, passwords, refresh_families, sessions
+from . import audit, passwords, sessions
 from . import secrets as creds
 from .clock import utcnow
 from .errors import NotFound, ValidationError
@@ -56,27 +59,53 @@ def find_user(session: Session, username: str) -> User:
     return user
 
 
+@dataclass(frozen=True)
+class SignInAttempt:
+    """The outcome of checking a username and password.
+
+    ``user`` is set only on success. ``account_id`` names the existing account the attempt
+    was for (also on failure, for the audit trail); a username that matches no account
+    is never recorded, since people type passwords into the username field.
+    """
+
+    user: User | None
+    account_id: int | None
+    failure: str | None  # "unknown_user", "wrong_password", "deactivated"
+
+
+def check_sign_in(session: Session, username: str, password: str) -> SignInAttempt:
+    """Check a sign-in (constant work whether or not the user exists)."""
+    # Only a well-formed name is looked up (PostgreSQL rejects NUL bytes in a query: a 500).
+    well_formed = bool(username) and _USERNAME.fullmatch(username) is not None
+    user = session.scalar(select(User).where(User.username == username)) if well_formed \
+        else None
+    ok = passwords.verify_password(user.password_hash if user else None, password)
+    if user is None:
+        return SignInAttempt(None, None, "unknown_user")
+    if not ok:
+        return SignInAttempt(None, user.id, "wrong_password")
+    if not user.active:
+        return SignInAttempt(None, user.id, "deactivated")
+    return SignInAttempt(user, user.id, None)
+
+
 def authenticate(session: Session, username: str, password: str) -> User | None:
     """The active user with this username and password, or None (constant work either way)."""
-    user = session.scalar(select(User).where(User.username == username)) if username else None
-    ok = passwords.verify_password(user.password_hash if user else None, password)
-    if user is None or not ok or not user.active:
-        return None
-    return user
+    return check_sign_in(session, username, password).user
 
 
-def deactivate_user(session: Session, username: str) -> int:
-    """Deactivate a user and revoke every family; return how many were revoked."""
+def deactivate_user(session: Session, username: str, *,
+                    by: Mapping[str, Any] | None = None) -> int:
+    """Deactivate a user: every device is signed out (every family revoked, every browser
+    sign-in ended) and no new sign-in, refresh or active introspection is possible.
+    Returns how many devices were signed out (the caller commits)."""
     user = find_user(session, username)
     now = utcnow()
     user.active = False
     user.deactivated_at = user.deactivated_at or now
-    revoked = refresh_families.revoke_user_families(
-        session, user.id, reason="user_deactivated", now=now
-    )
-    login_sessions.end_all(session, user.id, now=now)
+    revoked = sessions.sign_out_all(session, user.id, reason="user_deactivated", now=now, by=by)
     audit.record(session, audit.USER_DEACTIVATED, user_id=user.id, now=now,
-                 families_revoked=revoked)
+                 devices_signed_out=revoked, **({"by": dict(by)} if by else {}))
     return revoked
 
 
@@ -89,11 +118,13 @@ def _set_password(user: User, new_password: str) -> None:
 
 
 def change_password(session: Session, user: User, current: str, new_password: str, *,
-                    login_session_id: str | None) -> int:
-    """The user changes their password: every other sign-in ends (the caller commits).
+                    login_session_id: str | None,
+                    by: Mapping[str, Any] | None = None) -> int:
+    """The user changes their password: every other device is signed out.
 
-    Families issued through this browser sign-in, and the sign-in itself, stay; every
-    other family and browser session is revoked. Returns the number of families revoked.
+    The browser sign-in the change was made from stays, with the apps signed in through
+    it; every other family and browser sign-in ends (the caller commits). Returns the
+    number of devices signed out.
     """
     if not passwords.verify_password(user.password_hash, current):
         raise ValidationError("the current password is not correct", "current_password")
@@ -102,19 +133,20 @@ def change_password(session: Session, user: User, current: str, new_password: st
                               "new_password")
     _set_password(user, new_password)
     revoked = sessions.sign_out_all(session, user.id, reason="password_changed",
-                                    keep_login_session=login_session_id)
-    login_sessions.end_all(session, user.id, keep=login_session_id)
-    audit.record(session, audit.PASSWORD_CHANGED, user_id=user.id, families_revoked=revoked)
+                                    keep_login_session=login_session_id, by=by)
+    audit.record(session, audit.PASSWORD_CHANGED, user_id=user.id, devices_signed_out=revoked,
+                 **({"by": dict(by)} if by else {}))
     return revoked
 
 
-def reset_password(session: Session, username: str, new_password: str) -> int:
-    """An operator sets a new password: every family and browser session ends."""
+def reset_password(session: Session, username: str, new_password: str, *,
+                   by: Mapping[str, Any] | None = None) -> int:
+    """An operator sets a new password: every device is signed out (the caller commits)."""
     user = find_user(session, username)
     _set_password(user, new_password)
-    revoked = refresh_families.revoke_user_families(session, user.id, reason="password_reset")
-    login_sessions.end_all(session, user.id)
-    audit.record(session, audit.PASSWORD_RESET, user_id=user.id, families_revoked=revoked)
+    revoked = sessions.sign_out_all(session, user.id, reason="password_reset", by=by)
+    audit.record(session, audit.PASSWORD_RESET, user_id=user.id, devices_signed_out=revoked,
+                 **({"by": dict(by)} if by else {}))
     return revoked
 
 

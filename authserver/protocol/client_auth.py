@@ -3,12 +3,18 @@
 ``client_secret_basic`` and ``client_secret_post`` for confidential clients, ``none`` for
 public ones. A request that uses two methods is refused (§2.3); every failure is
 ``invalid_client`` with 401 and ``WWW-Authenticate`` (§5.2).
+
+A parameter sent without a value counts as omitted (§3.2), and so does an empty password
+in a Basic header: ``Basic base64("<client_id>:")`` is how requests-oauthlib (and other
+libraries) send a public client's id by default, so it is method ``none``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
+import re
 from collections.abc import Callable
 from urllib.parse import unquote_plus
 
@@ -18,6 +24,9 @@ from ..domain.clients import ClientRecord
 from .errors import oauth_error
 
 FAILED = "client authentication failed"
+# RFC 6749 Appendix A.1: client-id = *VSCHAR. Ours are short; nothing else is looked up
+# (a NUL, for one, is not even a legal PostgreSQL string).
+_CLIENT_ID = re.compile(r"[\x20-\x7e]{1,64}")
 
 
 def _fail(description: str = FAILED) -> InvalidClientError:
@@ -41,12 +50,15 @@ def parse_basic(header: str) -> tuple[str, str]:
 
 def authenticate_client(
     headers: dict[str, str] | object, form: dict[str, str] | object,
-    lookup: Callable[[str], ClientRecord | None],
+    lookup: Callable[[str], ClientRecord | None], now: dt.datetime | None = None,
 ) -> tuple[ClientRecord, str]:
-    """Return the authenticated client and the method it used, or raise an OAuth error."""
+    """Return the authenticated client and the method it used, or raise an OAuth error.
+
+    ``now`` (the app's clock) decides whether a rotated-out secret is still in its overlap.
+    """
     auth = headers.get("Authorization")  # type: ignore[attr-defined]
-    body_id = form.get("client_id")  # type: ignore[attr-defined]
-    body_secret = form.get("client_secret")  # type: ignore[attr-defined]
+    body_id = form.get("client_id") or None  # type: ignore[attr-defined]
+    body_secret = form.get("client_secret") or None  # type: ignore[attr-defined]
     secret: str | None
     if auth:
         client_id, secret = parse_basic(auth)
@@ -57,6 +69,8 @@ def authenticate_client(
             raise oauth_error(InvalidRequestError,
                               "client_id does not match the Authorization header")
         method = "client_secret_basic"
+        if not secret:
+            secret, method = None, "none"
     elif body_secret is not None:
         if not body_id:
             raise _fail("client_secret_post requires client_id")
@@ -66,13 +80,13 @@ def authenticate_client(
     else:
         raise _fail("client authentication is required")
 
-    client = lookup(client_id) if len(client_id) <= 64 else None
+    client = lookup(client_id) if _CLIENT_ID.fullmatch(client_id) else None
     if client is None or not client.active:
         raise _fail()
     if not client.check_endpoint_auth_method(method, "token"):
         if client.public:
             raise _fail("a public client has no secret; authenticate with client_id only")
         raise _fail("this client must authenticate with its client secret")
-    if secret is not None and not client.check_client_secret(secret):
+    if secret is not None and not client.check_client_secret(secret, now):
         raise _fail()
     return client, method

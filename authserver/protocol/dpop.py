@@ -13,6 +13,8 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import math
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,23 +48,57 @@ class Proof:
 
 
 def normalise_htu(uri: str) -> str:
-    """RFC 9449 §4.3 (9): compare without query and fragment, scheme and host lowercased,
-    default ports dropped (RFC 3986 §6.2.2, §6.2.3)."""
+    """RFC 9449 §4.3 (9): compare without query and fragment, normalised per RFC 3986 §6.2.2
+    and §6.2.3: scheme and host lowercased, default port dropped, percent-encodings
+    uppercased (unreserved characters decoded), dot segments removed, empty path "/"."""
     try:
         parts = urlsplit(uri)
         port = parts.port
     except ValueError:
         return ""
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    host = parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"
     if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
         host = f"{host}:{port}"
-    return urlunsplit((scheme, host, parts.path or "/", "", ""))
+    path = _remove_dot_segments(_PERCENT.sub(_normalise_escape, parts.path)) or "/"
+    return urlunsplit((scheme, host, path, "", ""))
+
+
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _normalise_escape(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4."""
+    output: list[str] = []
+    for segment in path.split("/")[1:] if path.startswith("/") else path.split("/"):
+        if segment == "..":
+            if output:
+                output.pop()
+        elif segment != ".":
+            output.append(segment)
+    trailing = path.endswith(("/.", "/.."))
+    return "/" + "/".join(output) + ("/" if trailing and output else "")
+
+
+def expected_urls(issuer: str, path: str) -> tuple[str]:
+    """The URI a proof's ``htu`` must name: the endpoint under the configured issuer, as
+    the metadata advertises it. Not the request's Host header, which the client (or a
+    proxy passing it on) controls: a proof made for another server must not pass here."""
+    return (issuer + path,)
 
 
 def access_token_hash(access_token: str) -> str:
+    """RFC 9449 §4.2 ``ath``: base64url (no padding) of the access token's SHA-256."""
     digest = hashlib.sha256(access_token.encode("ascii", "replace")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
@@ -78,14 +114,19 @@ class NonceSource:
         mac = hmac.new(self._key, str(index).encode(), hashlib.sha256).digest()[:18]
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    def current(self) -> str:
-        return self._for(int(time.time()) // self.window)
+    def current(self, now: dt.datetime | None = None) -> str:
+        return self._for(self._index(now))
 
-    def valid(self, nonce: object) -> bool:
-        if not isinstance(nonce, str):
+    def valid(self, nonce: object, now: dt.datetime | None = None) -> bool:
+        # compare_digest raises on non-ASCII str: such a nonce is simply not ours.
+        if not isinstance(nonce, str) or len(nonce) > 64 or not nonce.isascii():
             return False
-        index = int(time.time()) // self.window
+        index = self._index(now)
         return any(hmac.compare_digest(nonce, self._for(i)) for i in (index, index - 1))
+
+    def _index(self, now: dt.datetime | None) -> int:
+        timestamp = now.timestamp() if now is not None else time.time()
+        return int(timestamp) // self.window
 
 
 def validate(
@@ -99,14 +140,15 @@ def validate(
     access_token: str | None = None,
 ) -> Proof:
     """Validate the request's DPoP header values; return the proof or raise DPoPError."""
-    values = list(headers)
+    # WSGI joins repeated header fields with ", "; a compact JWS never holds a comma.
+    values = [part for value in headers for part in value.split(",")]
     if len(values) != 1:
         raise DPoPError("exactly one DPoP header is required")
     proof = values[0].strip()
     if not proof or len(proof) > MAX_PROOF_LENGTH:
         raise DPoPError("the DPoP proof is empty or too long")
     try:
-        header = jose.unverified_header(proof)
+        header = jose.proof_header(proof)
     except jose.InvalidJWT:
         raise DPoPError("the DPoP proof is not a JWS") from None
     if header.get("typ") != "dpop+jwt":
@@ -132,17 +174,21 @@ def validate(
         raise DPoPError("htu does not match the request URI")
     iat = claims.get("iat")
     timestamp = now.timestamp()
-    if not isinstance(iat, int | float) or isinstance(iat, bool):
+    # JSON allows NaN and Infinity: NaN compares False both ways and would pass the window.
+    if isinstance(iat, bool) or not isinstance(iat, int | float) or (
+            isinstance(iat, float) and not math.isfinite(iat)):
         raise DPoPError("the DPoP proof needs iat")
     if iat < timestamp - MAX_AGE or iat > timestamp + MAX_SKEW:
         raise DPoPError("the DPoP proof is too old or from the future")
-    if nonces is not None and not nonces.valid(claims.get("nonce")):
+    if nonces is not None and not nonces.valid(claims.get("nonce"), now):
         raise DPoPError("a fresh DPoP-Nonce is required", "use_dpop_nonce")
-    if access_token is not None and not hmac.compare_digest(
-            str(claims.get("ath", "")), access_token_hash(access_token)):
-        raise DPoPError("ath does not match the access token")
+    if access_token is not None:
+        ath = claims.get("ath")
+        if not isinstance(ath, str) or not ath.isascii() or not hmac.compare_digest(
+                ath, access_token_hash(access_token)):
+            raise DPoPError("ath does not match the access token")
     expires = dt.datetime.fromtimestamp(iat + MAX_AGE + MAX_SKEW, dt.UTC)
-    key = hashlib.sha256(f"{jkt}\x00{jti}".encode()).hexdigest()
+    key = hashlib.sha256(f"{jkt}\x00{jti}".encode("utf-8", "surrogatepass")).hexdigest()
     if not replay.add(key, expires):
         raise DPoPError("the DPoP proof was already used")
     return Proof(jkt=jkt, jti=jti, claims=claims)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
@@ -16,13 +17,14 @@ from flask import request as http_request
 from sqlalchemy.exc import DBAPIError
 
 from ..domain import audit, codes, refresh_families, scopes, users
-from ..domain.binding import DeviceContext, valid_device_id
+from ..domain.binding import DeviceContext, normalise_ip, valid_device_id
 from ..domain.clients import ClientRecord
 from ..domain.errors import InvalidRefreshToken, ScopeNotGranted
 from ..extensions import db
 from ..services import services
 from .errors import InvalidDPoPProofError, oauth_error
 
+log = logging.getLogger(__name__)
 Response = tuple[int, dict[str, Any], list[tuple[str, str]]]
 CONCURRENCY_SQLSTATES = ("40001", "40P01")  # serialization_failure, deadlock_detected
 
@@ -46,8 +48,8 @@ def _scope_for(client: ClientRecord, requested: str | None) -> list[str]:
 def _device_context(client: ClientRecord, signing_in: bool) -> DeviceContext:
     """The requesting device: ``device_id`` (form or ``X-Device-Id``), user agent, client IP
     (``remote_addr``: ProxyFix applies only the configured trusted hops), DPoP key."""
-    in_form = http_request.form.get("device_id")
-    in_header = http_request.headers.get("X-Device-Id")
+    in_form = http_request.form.get("device_id") or None  # §3.2: empty = omitted
+    in_header = http_request.headers.get("X-Device-Id") or None
     if in_form is not None and in_header is not None and in_form != in_header:
         raise oauth_error(InvalidRequestError, "device_id and X-Device-Id differ")
     device_id = in_form if in_form is not None else in_header
@@ -59,8 +61,16 @@ def _device_context(client: ClientRecord, signing_in: bool) -> DeviceContext:
     proof = g.get("dpop")
     if proof is None and client.binding.require_dpop:
         raise oauth_error(InvalidDPoPProofError, "this client must send a DPoP proof")
-    return DeviceContext(device_id=device_id, user_agent=http_request.user_agent.string or None,
-                         ip=http_request.remote_addr, dpop_jkt=proof.jkt if proof else None)
+    return DeviceContext(device_id=device_id,
+                         user_agent=_printable(http_request.user_agent.string),
+                         ip=normalise_ip(http_request.remote_addr),
+                         dpop_jkt=proof.jkt if proof else None)
+
+
+def _printable(header: str) -> str | None:
+    """A header value as text we store: without control characters (PostgreSQL refuses
+    NUL in any text column, and the others only make audit records unreadable)."""
+    return "".join(ch for ch in header if ch >= " " and ch != "\x7f") or None
 
 
 def _required(grant: grants.BaseGrant, name: str) -> str:
@@ -68,6 +78,16 @@ def _required(grant: grants.BaseGrant, name: str) -> str:
     if not value:
         raise oauth_error(InvalidRequestError, f"missing {name!r} parameter")
     return value
+
+
+def _unicode_no_crlf(value: str) -> bool:
+    """RFC 6749 Appendix A.3/A.4: username and password are *UNICODECHARNOCRLF
+    (%x09 / %x20-7E / %x80-D7FF / %xE000-FFFD / %x10000-10FFFF)."""
+    return all(
+        ch == "\t" or " " <= ch <= "\x7e" or "\x80" <= ch <= "\ud7ff"
+        or "\ue000" <= ch <= "\ufffd" or ch >= "\U00010000"
+        for ch in value
+    )
 
 
 class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
@@ -80,16 +100,20 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
                               "the password grant is only for first-party clients")
         username = _required(self, "username")
         password = _required(self, "password")
+        if not (_unicode_no_crlf(username) and _unicode_no_crlf(password)):
+            raise oauth_error(InvalidRequestError,
+                              "username and password may not contain control characters")
         self.request.client = client
         self.granted_scope = _scope_for(client, self.request.form.get("scope"))
         self.context = _device_context(client, signing_in=True)
-        user = users.authenticate(db.session, username, password)
-        if user is None:
-            audit.record(db.session, audit.SIGN_IN_FAILED, client_id=client.client_id,
-                         grant_type=self.GRANT_TYPE)
+        attempt = users.check_sign_in(db.session, username, password)
+        if attempt.user is None:
+            audit.record(db.session, audit.SIGN_IN_FAILED, user_id=attempt.account_id,
+                         client_id=client.client_id, grant_type=self.GRANT_TYPE,
+                         cause=attempt.failure, device=self.context.describe())
             db.session.commit()
             raise oauth_error(InvalidGrantError, "invalid username or password")
-        self.request.user = user
+        self.request.user = attempt.user
 
     def create_token_response(self) -> Response:
         client: ClientRecord = self.request.client
@@ -165,8 +189,20 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 raise oauth_error(InvalidGrantError, "the refresh token was used concurrently"
                                   ) from None
             raise
-        services().sweeper.maybe_sweep(db.session, services().clock())
+        _sweep_retry_responses()
         return 200, body, self.TOKEN_RESPONSE_HEADER
+
+
+def _sweep_retry_responses() -> None:
+    """Housekeeping after a committed rotation: best effort. Its multi-row UPDATE can lose
+    a lock conflict (a deadlock with a family revocation, or a serialization failure),
+    and that must not turn the rotation that already committed into an error response."""
+    try:
+        services().sweeper.maybe_sweep(db.session, services().clock())
+    except DBAPIError:
+        db.session.rollback()
+        log.warning("sweeping expired retry responses failed; the next sweep retries",
+                    exc_info=True)
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -193,4 +229,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         except codes.InvalidAuthorizationCode as exc:
             db.session.rollback()
             raise oauth_error(InvalidGrantError, str(exc)) from None
+        except DBAPIError as exc:
+            # A lost race under REPEATABLE READ / SERIALIZABLE: the code was redeemed
+            # concurrently (RFC 6749 §4.1.2: used once), never a 500.
+            db.session.rollback()
+            if getattr(exc.orig, "sqlstate", None) in CONCURRENCY_SQLSTATES:
+                raise oauth_error(InvalidGrantError,
+                                  "the authorization code was used concurrently") from None
+            raise
         return 200, body, self.TOKEN_RESPONSE_HEADER

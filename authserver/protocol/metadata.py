@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Settings
+from ..crypto.keystore import published_algorithms
 from ..domain.clients import SUPPORTED_GRANT_TYPES
 from ..domain.scopes import OIDC_SCOPES
 from .dpop import ALGORITHMS as DPOP_ALGORITHMS
@@ -26,6 +27,8 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint": f"{issuer}/oauth/introspect",
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS[:2],
         "end_session_endpoint": f"{issuer}/logout",
+        # RFC 7591 (admin-authorised unless AUTHSERVER_OPEN_REGISTRATION is on).
+        "registration_endpoint": f"{issuer}/oauth/register",
         "grant_types_supported": list(SUPPORTED_GRANT_TYPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -45,7 +48,7 @@ def openid_configuration(settings: Settings) -> dict[str, Any]:
     data.update(
         {
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
+            "id_token_signing_alg_values_supported": published_algorithms(settings.keys_dir),
             "userinfo_signing_alg_values_supported": [],
             "claims_supported": [
                 "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",

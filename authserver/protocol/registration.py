@@ -1,94 +1,183 @@
-"""Client registration API: RFC 7591 (register) and RFC 7592 (read, update, delete).
+"""Client registration API: RFC 7591 (register) and RFC 7592 (read, update, delete), plus
+secret rotation and enable/disable for admins.
 
-Authorised by an access token with the ``admin:clients`` scope (an admin client's
-``client_credentials`` token), or, for a client's own record, by the registration access
-token returned at registration. Open registration (no token) is off unless
-``AUTHSERVER_OPEN_REGISTRATION`` is on, and then cannot set privileged fields.
+Who may call (RFC 6750 Bearer, or RFC 9449 DPoP for a bound token):
+
+- an **admin**: an access token of ours with the ``admin:clients`` scope, issued by the
+  ``client_credentials`` grant to a client that is active and still registered for that
+  scope. Signature by a published key (its algorithm only), ``typ: at+jwt``, our issuer, our
+  audience, not expired, session not revoked (RFC 9068 §4).
+- a **client, for its own record**: the registration access token returned when it was
+  registered (RFC 7592 §1); only its digest is stored, compared in constant time.
+- **anyone**, for ``POST /oauth/register`` only, when ``AUTHSERVER_OPEN_REGISTRATION`` is
+  on (off by default); such registrations cannot set the privileged fields.
+
+Errors are RFC 7591 §3.2.2 JSON (``invalid_redirect_uri``, ``invalid_client_metadata``, 400)
+naming the field, or RFC 6750 §3 (401 ``invalid_token``, 403 ``insufficient_scope``) with
+``WWW-Authenticate``. Every response is ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, request
 
+from ..domain import client_metadata as rules
 from ..domain import clients as domain_clients
 from ..domain import secrets as creds
-from ..domain.clients import ClientRecord, ClientSpec
-from ..domain.errors import ValidationError
+from ..domain.clients import ADMIN_SCOPE, ClientRecord, ClientSpec
+from ..domain.errors import NotFound, ValidationError
 from ..extensions import db
 from ..services import services
-from . import access_tokens
+from . import access_tokens, dpop
 from .routes import bp, json_response
 
-ADMIN_SCOPE = "admin:clients"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Fields only an admin may set: they widen what a client may do.
 PRIVILEGED = ("first_party", "allow_introspection")
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
-# RFC 7591 metadata name -> ClientSpec field (our policy fields keep their own names).
+# RFC 7591 §2 metadata name -> ClientSpec field (our policy fields keep their own names).
 _METADATA = {
     "client_name": "name", "redirect_uris": "redirect_uris", "grant_types": "grant_types",
     "scope": "scope", "post_logout_redirect_uris": "post_logout_redirect_uris",
 }
-_POLICY = [f.name for f in dataclasses.fields(ClientSpec)
-           if f.name not in ("name", "public", "redirect_uris", "grant_types", "scope",
-                             "post_logout_redirect_uris")]
+_POLICY = [name for name in rules.SPEC_FIELDS if name not in _METADATA.values()
+           and name != "public"]
+# ClientSpec field (as named in a ValidationError) -> the name the API caller used.
+_API_NAMES = {"name": "client_name", "public": "token_endpoint_auth_method",
+              "overlap": "overlap_seconds"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: an admin, a client managing itself, or an open registration."""
+
+    admin: bool
+    actor: str
+    registration_token: str | None = None  # as presented, echoed per RFC 7592 §3
 
 
 class Denied(Exception):
-    def __init__(self, status: int, error: str, description: str) -> None:
+    def __init__(self, status: int, error: str, description: str,
+                 scheme: str = "Bearer") -> None:
         super().__init__(description)
         self.status, self.error, self.description = status, error, description
+        self.scheme = scheme
 
 
-def _error(status: int, error: str, description: str) -> Response:
+def _error(status: int, error: str, description: str, scheme: str = "Bearer") -> Response:
     headers = dict(NO_STORE)
     if status in (401, 403):
-        challenge = f'Bearer realm="registration", error="{error}"'
+        challenge = f'{scheme} realm="registration", error="{error}"'
         if error == "insufficient_scope":
             challenge += f', scope="{ADMIN_SCOPE}"'
+        if scheme == "DPoP":
+            challenge += f', algs="{" ".join(dpop.ALGORITHMS)}"'
         headers["WWW-Authenticate"] = challenge
     return json_response({"error": error, "error_description": description}, status, headers)
 
 
-def _bearer() -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+def _denied(exc: Denied) -> Response:
+    return _error(exc.status, exc.error, exc.description, exc.scheme)
 
 
-def _is_admin(token: str) -> bool:
-    """A valid access token of ours with the admin scope, from an active client."""
+def _credential() -> tuple[str, str] | None:
+    """The token in ``Authorization`` and its scheme (RFC 6750 §2.1, RFC 9449 §7.1), or
+    None without the header. A header that is there but unusable is refused, never read
+    as "no token" (which open registration would accept)."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() in ("bearer", "dpop") and token and len(token) <= 8192:
+        return token, "DPoP" if scheme.lower() == "dpop" else "Bearer"
+    raise Denied(401, "invalid_token", "send the token as: Authorization: Bearer <token>")
+
+
+def _check_dpop(token: str, scheme: str, bound_to: str | None) -> None:
+    """RFC 9449 §7: a DPoP-bound token needs the DPoP scheme and a proof by its key."""
+    if bound_to is None and scheme != "DPoP":
+        return
+    if scheme != "DPoP" or bound_to is None:
+        raise Denied(401, "invalid_token", "the token is DPoP-bound: use the DPoP scheme",
+                     "DPoP")
+    svc = services()
+    # The replay cache writes on its own connection; end this request's read transaction
+    # first, or SQLite's write lock would be held against it.
+    db.session.rollback()
+    try:
+        proof = dpop.validate(request.headers.getlist("DPoP"), method=request.method,
+                              urls=dpop.expected_urls(svc.settings.issuer, request.path),
+                              now=svc.clock(), replay=svc.replay, nonces=svc.nonces,
+                              access_token=token)
+    except dpop.DPoPError as exc:
+        raise Denied(401, exc.error, exc.description, "DPoP") from None
+    if proof.jkt != bound_to:
+        raise Denied(401, "invalid_dpop_proof", "the proof key is not the token's key", "DPoP")
+
+
+def _admin(token: str, scheme: str) -> Caller:
+    """An admin access token: valid, ``admin:clients``, from a client_credentials grant."""
     svc = services()
     try:
         verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
                                         session=db.session, now=svc.clock())
-    except access_tokens.InvalidAccessToken:
-        return False
+    except access_tokens.InvalidAccessToken as exc:
+        raise Denied(401, "invalid_token", str(exc), scheme) from None
+    claims = verified.claims
+    audience = claims.get("aud")
+    if svc.settings.audience not in (audience if isinstance(audience, list) else [audience]):
+        raise Denied(401, "invalid_token", "the token is not meant for this server", scheme)
     if ADMIN_SCOPE not in verified.scope:
         raise Denied(403, "insufficient_scope", f"the token lacks the {ADMIN_SCOPE} scope")
-    owner = svc.clients.get(str(verified.claims.get("client_id", "")))
-    return owner is not None and owner.active
+    client_id = str(claims.get("client_id", ""))
+    if claims.get("sid") is not None or claims.get("sub") != client_id:
+        # A token issued for a user's sign-in never administers clients, whatever its scope.
+        raise Denied(403, "insufficient_scope", "admin tokens come from an admin client's "
+                     "client_credentials grant")
+    owner = domain_clients.find_client(db.session, client_id)
+    if owner is None or not owner.active or ADMIN_SCOPE not in owner.scope:
+        raise Denied(401, "invalid_token", "the client of this token is no longer an admin",
+                     scheme)
+    _check_dpop(token, scheme, (claims.get("cnf") or {}).get("jkt"))
+    return Caller(admin=True, actor=f"admin client {client_id}")
 
 
-def _authorise(client_id: str | None) -> bool:
-    """True for an admin; for ``client_id``, its own registration token also works."""
-    token = _bearer()
-    if token is None:
-        raise Denied(401, "invalid_token", "a Bearer token is required")
-    if token.startswith("reg_"):
-        if client_id is not None:
-            record = services().clients.get(client_id)
-            if record is not None and creds.matches(token, record.registration_token_digest):
-                return False
-        raise Denied(401, "invalid_token", "the registration access token is not valid here")
-    if _is_admin(token):
-        return True
-    raise Denied(401, "invalid_token", "the access token is not valid")
+def _own_client(token: str, scheme: str, client_id: str | None) -> Caller:
+    """RFC 7592 §1: a registration access token, only for the client it was issued to."""
+    record = domain_clients.find_client(db.session, client_id) if client_id else None
+    if (scheme != "Bearer" or record is None
+            or not creds.matches(token, record.registration_token_digest)):
+        raise Denied(401, "invalid_token",
+                     "the registration access token is not valid for this client")
+    if not record.active:
+        raise Denied(401, "invalid_token", "the client is disabled")
+    return Caller(admin=False, actor=f"client {record.client_id} (registration token)",
+                  registration_token=token)
+
+
+def _authorise(client_id: str | None) -> Caller:
+    """The caller, or Denied. ``client_id``: the record the request is about, if any."""
+    credential = _credential()
+    if credential is None:
+        if client_id is None and services().settings.open_registration:
+            return Caller(admin=False, actor="open registration")
+        raise Denied(401, "invalid_token", "a Bearer access token is required")
+    token, scheme = credential
+    if token.startswith(domain_clients.REGISTRATION_TOKEN_PREFIX):
+        return _own_client(token, scheme, client_id)
+    return _admin(token, scheme)
 
 
 def spec_from_metadata(body: Any, base: ClientSpec | None = None) -> ClientSpec:
-    """RFC 7591 §2 metadata (plus our policy fields) to a spec; unknown members ignored."""
+    """RFC 7591 §2 metadata (plus our policy fields) to a spec, for the domain to validate.
+
+    With ``base`` (an update, RFC 7592 §2.2) absent members keep their current values.
+    Members this server does not know are ignored (RFC 7591 §2).
+    """
     if not isinstance(body, dict):
         raise ValidationError("the request body must be a JSON object", "body")
     values: dict[str, Any] = {}
@@ -98,162 +187,218 @@ def spec_from_metadata(body: Any, base: ClientSpec | None = None) -> ClientSpec:
     for name in _POLICY:
         if name in body:
             values[name] = body[name]
-    method = body.get("token_endpoint_auth_method", "client_secret_basic")
-    if method not in AUTH_METHODS:
-        raise ValidationError(f"token_endpoint_auth_method must be one of {AUTH_METHODS}",
-                              "token_endpoint_auth_method")
-    values["public"] = method == "none"
+    if "token_endpoint_auth_method" in body or base is None:
+        values["public"] = rules.public_for_auth_method(
+            body.get("token_endpoint_auth_method", "client_secret_basic"))
     if "grant_types" not in values and base is None:
         values["grant_types"] = ["authorization_code"]  # RFC 7591 §2 default
-    response_types = body.get("response_types")
-    grant_types = values.get("grant_types") or (base.grant_types if base else [])
-    if response_types is not None:
-        if not isinstance(response_types, list) or not set(response_types) <= {"code"}:
-            raise ValidationError("only the response type 'code' is supported",
-                                  "response_types")
-        if ("code" in response_types) != ("authorization_code" in grant_types):
-            raise ValidationError("response_types 'code' goes with grant_types "
-                                  "'authorization_code' (RFC 7591 §2.1)", "response_types")
-    for list_field in ("redirect_uris", "grant_types", "post_logout_redirect_uris"):
-        if list_field in values and (not isinstance(values[list_field], list) or not all(
-                isinstance(v, str) for v in values[list_field])):
-            raise ValidationError(f"{list_field} must be a list of strings", list_field)
-    for text_field in ("name", "scope"):
-        if text_field in values and not isinstance(values[text_field], str):
-            raise ValidationError(f"{text_field} must be a string", text_field)
+    if "response_types" in body:
+        grant_types = values.get("grant_types", base.grant_types if base else [])
+        if isinstance(grant_types, list):
+            rules.check_response_types(body["response_types"], grant_types)
     if base is not None:
         return dataclasses.replace(base, **values)
     if "name" not in values:
-        raise ValidationError("client_name is required", "client_name")
+        raise ValidationError("client_name is required", "name")
     return ClientSpec(**values)
 
 
-def _metadata(record: ClientRecord) -> dict[str, Any]:
+def _privileged_change(spec: ClientSpec, base: ClientSpec | None) -> ValidationError | None:
+    """What a non-admin may not set: the privileged flags, or an admin scope."""
+    for name in PRIVILEGED:
+        if getattr(spec, name) != (getattr(base, name) if base else False):
+            return ValidationError(f"only an admin may set {name}", name)
+    if isinstance(spec.scope, str) and rules.has_admin_scope(spec.scope.split()) and not (
+            base is not None and rules.has_admin_scope(base.scope.split())):
+        return ValidationError("only an admin may grant admin scopes", "scope")
+    return None
+
+
+def _metadata(record: ClientRecord, caller: Caller | None = None) -> dict[str, Any]:
+    """RFC 7591 §3.2.1 / RFC 7592 §3 client information response (never the secret)."""
     data = record.to_public_dict()
     data["client_name"] = data.pop("name")
-    data["response_types"] = ["code"] if "authorization_code" in record.grant_types else []
+    data["response_types"] = rules.response_types_for(record.grant_types)
     data["registration_client_uri"] = (
         f"{services().settings.issuer}/oauth/register/{record.client_id}")
+    if record.created_at is not None:
+        data["client_id_issued_at"] = int(record.created_at.timestamp())
+    if caller is not None and caller.registration_token is not None:
+        data["registration_access_token"] = caller.registration_token
     return data
 
 
 def _validation_error(exc: ValidationError) -> Response:
-    error = ("invalid_redirect_uri" if exc.field in ("redirect_uris", "post_logout_redirect_uris")
+    field = _API_NAMES.get(exc.field or "", exc.field)
+    error = ("invalid_redirect_uri" if field in ("redirect_uris", "post_logout_redirect_uris")
              else "invalid_client_metadata")
-    field = f"{exc.field}: " if exc.field else ""
-    return _error(400, error, f"{field}{exc}")
+    prefix = f"{field}: " if field else ""
+    return _error(400, error, f"{prefix}{exc}")
+
+
+def _not_found() -> Response:
+    return _error(404, "not_found", "no such client")
+
+
+def _changed(client_id: str) -> None:
+    db.session.commit()
+    services().clients.forget([client_id])
 
 
 @bp.post("/oauth/register")
 def register() -> Response:
-    """RFC 7591 §3.1: create a client; answer 201 with the secret and registration token."""
+    """RFC 7591 §3.1: create a client; 201 with the secret (once) and a registration token."""
     try:
-        admin = _authorise(None) if (_bearer() or not services().settings.open_registration) \
-            else False
+        caller = _authorise(None)
     except Denied as exc:
-        return _error(exc.status, exc.error, exc.description)
+        return _denied(exc)
     try:
-        body = request.get_json(silent=True)
-        spec = spec_from_metadata(body)
-        if not admin and any(getattr(spec, name) for name in PRIVILEGED):
-            return _error(403, "invalid_client_metadata",
-                          "only an admin may register first-party or introspecting clients")
-        record, secret = domain_clients.create_client(db.session, spec)
+        spec = spec_from_metadata(request.get_json(silent=True))
+        problem = None if caller.admin else _privileged_change(spec, None)
+        if problem is not None:
+            raise problem
+        record, secret = domain_clients.create_client(db.session, spec, actor=caller.actor,
+                                                      now=services().clock())
         token = domain_clients.issue_registration_token(db.session, record.client_id)
     except ValidationError as exc:
         db.session.rollback()
         return _validation_error(exc)
     db.session.commit()
-    data = _metadata(record)
-    data.update({
-        "client_id_issued_at": int(services().clock().timestamp()),
-        "registration_access_token": token,
-    })
+    data = _metadata(record, Caller(caller.admin, caller.actor, token))
     if secret is not None:
         data["client_secret"] = secret
-        data["client_secret_expires_at"] = 0
-    return json_response(data, 201, NO_STORE)
+        data["client_secret_expires_at"] = 0  # RFC 7591 §3.2.1: it does not expire
+    headers = {**NO_STORE, "Location": data["registration_client_uri"]}
+    return json_response(data, 201, headers)
 
 
-def _lookup(client_id: str) -> tuple[ClientRecord, bool] | Response:
-    """The client named in the URL and whether the caller is an admin, or an error."""
+def _lookup(client_id: str, admin_only: bool = False) -> tuple[ClientRecord, Caller] | Response:
+    """The client named in the URL and the caller, or the error response."""
     try:
-        admin = _authorise(client_id)
+        caller = _authorise(client_id)
     except Denied as exc:
-        return _error(exc.status, exc.error, exc.description)
-    record = domain_clients.find_client(db.session, client_id[:64])
+        return _denied(exc)
+    if admin_only and not caller.admin:
+        return _error(403, "insufficient_scope", f"this needs a token with {ADMIN_SCOPE}")
+    record = domain_clients.find_client(db.session, client_id)
     if record is None:
-        return _error(404, "invalid_client_id", "no such client")
-    return record, admin
+        return _not_found()
+    return record, caller
 
 
 @bp.get("/oauth/register/<client_id>")
 def read(client_id: str) -> Response:
-    """RFC 7592 §2.1."""
+    """RFC 7592 §2.1: the client's current registration."""
     found = _lookup(client_id)
     if isinstance(found, Response):
         return found
-    return json_response(_metadata(found[0]), 200, NO_STORE)
+    return json_response(_metadata(*found), 200, NO_STORE)
 
 
 @bp.put("/oauth/register/<client_id>")
 def update(client_id: str) -> Response:
-    """RFC 7592 §2.2: replace the metadata; absent fields keep their current values."""
+    """RFC 7592 §2.2: update the registration.
+
+    The body must carry the ``client_id``; a ``client_secret``, if sent, must be the current
+    one (a client never chooses its secret). Members left out keep their values (§2.2 lets
+    the server ignore omitted values); read-only members of the response are ignored.
+    """
     found = _lookup(client_id)
     if isinstance(found, Response):
         return found
-    current, admin = found
+    current, caller = found
     body = request.get_json(silent=True)
-    if isinstance(body, dict) and body.get("client_id", client_id) != client_id:
-        return _error(400, "invalid_client_metadata", "client_id does not match the URL")
     try:
-        spec = spec_from_metadata(body, domain_clients.spec_of(current))
+        if not isinstance(body, dict):
+            raise ValidationError("the request body must be a JSON object", "body")
+        if body.get("client_id") != client_id:
+            raise ValidationError("must be present and match the client being updated",
+                                  "client_id")
+        sent_secret = body.get("client_secret")
+        if sent_secret is not None and not (
+                isinstance(sent_secret, str) and current.check_client_secret(
+                    sent_secret, services().clock())):
+            raise ValidationError("does not match the current secret; rotate it with "
+                                  "POST .../secret instead", "client_secret")
+        base = domain_clients.spec_of(current)
+        spec = spec_from_metadata(body, base)
         if spec.public != current.public:
-            raise ValidationError("token_endpoint_auth_method cannot switch between public "
-                                  "and confidential", "token_endpoint_auth_method")
-        if not admin and any(getattr(spec, n) != getattr(current, n) for n in PRIVILEGED):
-            return _error(403, "invalid_client_metadata", "only an admin may change that")
-        changes = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ClientSpec)
-                   if f.name != "public"}
-        record = domain_clients.update_client(db.session, client_id, **changes)
+            raise ValidationError("cannot switch between public and confidential", "public")
+        problem = None if caller.admin else _privileged_change(spec, base)
+        if problem is not None:
+            raise problem
+        changes = {name: getattr(spec, name) for name in rules.SPEC_FIELDS if name != "public"}
+        record = domain_clients.update_client(db.session, client_id, actor=caller.actor,
+                                              **changes)
     except ValidationError as exc:
         db.session.rollback()
         return _validation_error(exc)
-    db.session.commit()
-    services().clients.forget([client_id])
-    return json_response(_metadata(record), 200, NO_STORE)
+    _changed(client_id)
+    return json_response(_metadata(record, caller), 200, NO_STORE)
 
 
 @bp.delete("/oauth/register/<client_id>")
 def remove(client_id: str) -> Response:
-    """RFC 7592 §2.3: delete the client; its sessions are revoked with it."""
+    """RFC 7592 §2.3: delete the client; every session it holds is revoked with it."""
     found = _lookup(client_id)
     if isinstance(found, Response):
         return found
-    domain_clients.delete_client(db.session, found[0].client_id)
-    db.session.commit()
-    services().clients.forget([client_id])
+    record, caller = found
+    try:
+        domain_clients.delete_client(db.session, record.client_id, actor=caller.actor)
+    except NotFound:
+        db.session.rollback()
+        return _not_found()
+    _changed(client_id)
     return Response(status=204, headers=NO_STORE)
 
 
 @bp.post("/oauth/register/<client_id>/secret")
 def rotate(client_id: str) -> Response:
-    """Rotate the secret: the new one is returned once, the old one works for the overlap."""
+    """A new secret, returned once; the old one keeps working for ``overlap_seconds``
+    (default ``AUTHSERVER_CLIENT_SECRET_OVERLAP``), so deployments can roll over."""
     found = _lookup(client_id)
     if isinstance(found, Response):
         return found
-    body = request.get_json(silent=True) or {}
-    overlap = body.get("overlap_seconds", services().settings.client_secret_overlap) \
-        if isinstance(body, dict) else None
-    if not isinstance(overlap, int) or isinstance(overlap, bool):
-        return _error(400, "invalid_client_metadata", "overlap_seconds must be an integer")
+    record, caller = found
+    svc = services()
+    body = request.get_json(silent=True) if request.get_data() else {}
     try:
-        secret = domain_clients.rotate_secret(db.session, found[0].client_id, overlap)
+        if not isinstance(body, dict):
+            raise ValidationError("the request body must be a JSON object", "body")
+        overlap = body.get("overlap_seconds", svc.settings.client_secret_overlap)
+        now = svc.clock()
+        secret = domain_clients.rotate_secret(db.session, record.client_id, overlap,
+                                              actor=caller.actor, now=now)
     except ValidationError as exc:
         db.session.rollback()
         return _validation_error(exc)
-    db.session.commit()
-    services().clients.forget([client_id])
-    return json_response({"client_id": found[0].client_id, "client_secret": secret,
-                          "client_secret_expires_at": 0,
-                          "previous_secret_valid_for": overlap}, 200, NO_STORE)
+    _changed(client_id)
+    return json_response({
+        "client_id": record.client_id, "client_secret": secret, "client_secret_expires_at": 0,
+        "previous_secret_valid_for": overlap,
+        "previous_secret_expires_at": int(now.timestamp()) + overlap if overlap else None,
+    }, 200, NO_STORE)
+
+
+def _set_active(client_id: str, active: bool) -> Response:
+    found = _lookup(client_id, admin_only=True)
+    if isinstance(found, Response):
+        return found
+    record, caller = found
+    revoked = domain_clients.set_active(db.session, record.client_id, active, actor=caller.actor)
+    _changed(client_id)
+    return json_response({"client_id": record.client_id, "active": active,
+                          "sessions_revoked": revoked}, 200, NO_STORE)
+
+
+@bp.post("/oauth/register/<client_id>/disable")
+def disable(client_id: str) -> Response:
+    """Admins only: the client can no longer authenticate; its sessions are revoked."""
+    return _set_active(client_id, False)
+
+
+@bp.post("/oauth/register/<client_id>/enable")
+def enable(client_id: str) -> Response:
+    """Admins only: the client may authenticate again (revoked sessions stay revoked)."""
+    return _set_active(client_id, True)

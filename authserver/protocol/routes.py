@@ -6,12 +6,19 @@ import hashlib
 import json
 import logging
 
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import (
+    InsecureTransportError,
+    InvalidRequestError,
+    OAuth2Error,
+)
 from flask import Blueprint, Response, g, request
 from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..domain.clients import SUPPORTED_GRANT_TYPES
 from ..extensions import db
 from ..services import services
+from ..storage.replay_cache import ReplayCacheUnavailable
 from . import dpop
 from .errors import oauth_error, safe_description
 from .metadata import authorization_server_metadata, openid_configuration
@@ -35,19 +42,41 @@ def error_response(error: OAuth2Error) -> Response:
 
 
 def check_token_request() -> OAuth2Error | None:
-    """RFC 6749 §3.2 and §5.2: form-encoded body, each parameter at most once."""
+    """RFC 6749 §3.2 and §5.2: form-encoded body, each parameter at most once.
+
+    A body over ``MAX_CONTENT_LENGTH`` (or with more fields than Werkzeug parses) is a
+    413 with the same JSON error body, never an HTML page.
+    """
     if request.mimetype != FORM_CONTENT_TYPE:
         return oauth_error(InvalidRequestError,
                            f"the request body must be {FORM_CONTENT_TYPE}")
     if request.args:
         return oauth_error(InvalidRequestError,
                            "parameters must be sent in the request body, not the URL")
-    for key in request.form:
-        values = request.form.getlist(key)
+    try:
+        form = request.form
+    except RequestEntityTooLarge:
+        return oauth_error(InvalidRequestError, "the request body is too large",
+                           status_code=413)
+    for key in form:
+        values = form.getlist(key)
         if len(values) > 1:
             return oauth_error(InvalidRequestError, f"parameter {key!r} is repeated")
         if len(key) > 128 or len(values[0]) > MAX_PARAMETER_LENGTH:
             return oauth_error(InvalidRequestError, f"parameter {key[:32]!r} is too long")
+    return None
+
+
+def check_grant_type() -> OAuth2Error | None:
+    """RFC 6749 §5.2: a missing ``grant_type`` is ``invalid_request``; an unknown one is
+    ``unsupported_grant_type``. Checked here, because Authlib reports both as unsupported
+    and would echo the raw value, which §5.2 does not allow in ``error_description``."""
+    grant_type = request.form.get("grant_type")
+    if not grant_type:  # §3.2: a parameter without a value is treated as omitted
+        return oauth_error(InvalidRequestError, "missing 'grant_type' parameter")
+    if grant_type not in SUPPORTED_GRANT_TYPES:
+        return oauth_error(OAuth2Error, "this grant_type is not supported",
+                           error="unsupported_grant_type")
     return None
 
 
@@ -56,7 +85,7 @@ def dpop_error_response(error: dpop.DPoPError) -> Response:
     headers = {"Cache-Control": "no-store"}
     nonces = services().nonces
     if nonces is not None:
-        headers["DPoP-Nonce"] = nonces.current()
+        headers["DPoP-Nonce"] = nonces.current(services().clock())
     body = {"error": error.error, "error_description": safe_description(error.description)}
     return json_response(body, 400, headers)
 
@@ -71,18 +100,37 @@ def _validate_dpop() -> Response | None:
     try:
         g.dpop = dpop.validate(
             values, method=request.method,
-            urls=(svc.settings.issuer + request.path, request.base_url),
+            urls=dpop.expected_urls(svc.settings.issuer, request.path),
             now=svc.clock(), replay=svc.replay, nonces=svc.nonces,
         )
     except dpop.DPoPError as exc:
         return dpop_error_response(exc)
+    except ReplayCacheUnavailable as exc:
+        # Fail closed: without the cache a replayed proof cannot be told from a fresh one.
+        log.error("token endpoint: DPoP replay cache unavailable (%s)", exc)
+        return json_response(
+            {"error": "temporarily_unavailable", "error_description": "try again later"},
+            503, {"Cache-Control": "no-store", "Retry-After": "1"},
+        )
     return None
+
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @bp.post("/oauth/token")
 def token() -> Response:
-    """RFC 6749 §3.2 token endpoint (with RFC 9449 DPoP proofs)."""
-    problem = check_token_request()
+    """RFC 6749 §3.2 token endpoint (with RFC 9449 DPoP proofs).
+
+    Every answer, success or error, carries ``Cache-Control: no-store`` (§5.1, §5.2).
+    """
+    response = _token_response()
+    response.headers.update(NO_STORE)
+    return response
+
+
+def _token_response() -> Response:
+    problem = check_token_request() or check_grant_type()
     if problem is not None:
         return error_response(problem)
     try:
@@ -91,8 +139,16 @@ def token() -> Response:
             return rejected
         response = services().oauth.create_token_response()
         if services().nonces is not None:
-            response.headers["DPoP-Nonce"] = services().nonces.current()  # type: ignore[union-attr]
+            response.headers["DPoP-Nonce"] = services().nonces.current(  # type: ignore[union-attr]
+                services().clock())
         return response
+    except InsecureTransportError:
+        # Authlib checks the scheme (RFC 6749 §3.2: TLS) before its own error handling.
+        # In production that means plain http reached us: behind a TLS proxy, set
+        # trusted_proxies so that X-Forwarded-Proto is believed.
+        log.warning("token endpoint: request over plain http refused")
+        return error_response(oauth_error(InvalidRequestError,
+                                          "the token endpoint must be called over https"))
     except OperationalError:
         log.exception("token endpoint: database unavailable")
         db.session.rollback()

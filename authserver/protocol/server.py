@@ -8,6 +8,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
 
 from ..domain.clients import ClientCache, ClientRecord
+from ..services import services
 from . import grants
 from .client_auth import authenticate_client
 
@@ -33,7 +34,8 @@ class AuthServer(AuthorizationServer):
     def authenticate_client(
         self, request: OAuth2Request, methods: Any, endpoint: str = "token"
     ) -> ClientRecord:
-        client, method = authenticate_client(request.headers, request.form, self.query_client)
+        client, method = authenticate_client(request.headers, request.form, self.query_client,
+                                             now=services().clock())
         request.auth_method = method
         return client
 

@@ -61,11 +61,14 @@ def userinfo() -> Response:
         db.session.rollback()
         try:
             proof = dpop.validate(request.headers.getlist("DPoP"), method=request.method,
-                                  urls=(svc.settings.issuer + request.path, request.base_url),
+                                  urls=dpop.expected_urls(svc.settings.issuer, request.path),
                                   now=svc.clock(), replay=svc.replay, nonces=svc.nonces,
                                   access_token=token)
         except dpop.DPoPError as exc:
-            return _bearer_error(401, exc.error, exc.description, "DPoP")
+            rejected = _bearer_error(401, exc.error, exc.description, "DPoP")
+            if svc.nonces is not None:  # RFC 9449 §9: the nonce to use next
+                rejected.headers["DPoP-Nonce"] = svc.nonces.current(svc.clock())
+            return rejected
         if proof.jkt != bound_to:
             return _bearer_error(401, "invalid_dpop_proof",
                                  "the proof key is not the token's key", "DPoP")

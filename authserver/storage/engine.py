@@ -25,10 +25,24 @@ def resolve_database_url(url: str) -> str:
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
 
+# SQL parameters never reach a log line or an error message: with AUTHSERVER_LOG_LEVEL=DEBUG
+# SQLAlchemy logs every statement, and a username lookup may carry a password typed into
+# the username field (DESIGN.md: no secret in a log line).
+HIDE_PARAMETERS = True
+
+
 def engine_options(url: str, pool_size: int) -> dict[str, Any]:
-    if make_url(url).get_backend_name() == "sqlite":
-        return {"connect_args": {"check_same_thread": False}}
-    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        options: dict[str, Any] = {"connect_args": {"check_same_thread": False},
+                                   "hide_parameters": HIDE_PARAMETERS}
+        if parsed.database and parsed.database != ":memory:":
+            # A file database gets a QueuePool (5 + 10 by default): size it like
+            # PostgreSQL's, so more threads than that do not queue for a connection.
+            options.update(pool_size=pool_size, max_overflow=pool_size)
+        return options
+    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True,
+            "hide_parameters": HIDE_PARAMETERS}
 
 
 def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:

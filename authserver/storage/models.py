@@ -118,7 +118,7 @@ class RefreshToken(Base):
         ForeignKey("token_families.id", ondelete="CASCADE"), index=True
     )
     parent_id: Mapped[int | None] = mapped_column(
-        ForeignKey("refresh_tokens.id", ondelete="SET NULL"), nullable=True
+        ForeignKey("refresh_tokens.id", ondelete="SET NULL"), nullable=True, index=True
     )
     token_digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[Timestamp]

@@ -1,7 +1,8 @@
-"""The user's account: signed-in devices (page and JSON API) and password change."""
+"""The user's account: where they are signed in (page and JSON API) and password change."""
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
@@ -9,10 +10,10 @@ from urllib.parse import urlencode
 from flask import Response, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from ..domain import login_sessions, sessions, users
+from ..domain import sessions, user_agents, users
 from ..domain.errors import ValidationError
 from ..extensions import db
-from ..protocol import access_tokens
+from ..protocol import access_tokens, dpop
 from ..protocol.routes import json_response
 from ..services import services
 from ..storage.models import User
@@ -20,6 +21,12 @@ from . import bp
 from .security import check_csrf, current_login, sign_out
 
 ACCOUNT_SCOPE = "account"
+API_REALM = "account"
+DONE_MESSAGES = {
+    "device": "That device was signed out.",
+    "others": "Every other device was signed out.",
+    "gone": "That device was already signed out.",
+}
 
 
 def _login_required(view: Any) -> Any:
@@ -33,22 +40,50 @@ def _login_required(view: Any) -> Any:
     return wrapper
 
 
+def _requester(via: str) -> dict[str, Any]:
+    """Who asked, for the audit trail: where from, never a credential."""
+    return {"via": via, "ip": request.remote_addr,
+            "user_agent_family": user_agents.family(request.user_agent.string)}
+
+
+@bp.app_template_filter("ago")
+def ago(moment: dt.datetime) -> str:
+    """"just now", "5 minutes ago", "3 days ago" (relative to the app's clock)."""
+    seconds = max(0, int((services().clock() - moment).total_seconds()))
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "just now"
+
+
+# -- Pages ---------------------------------------------------------------------------
 @bp.get("/account/sessions")
 @_login_required
 def sessions_page() -> str:
     login, user = current_login()  # type: ignore[misc]
-    devices = sessions.list_for_user(db.session, user.id, services().clock())
+    devices = sessions.list_for_user(db.session, user.id, services().clock(),
+                                     current_login_session=login.id)
     return render_template("sessions.html", user=user, devices=devices,
-                           this_login=login.id, message=request.args.get("done"))
+                           message=DONE_MESSAGES.get(request.args.get("done", "")))
 
 
-@bp.post("/account/sessions/<family_id>/sign-out")
+@bp.post("/account/sessions/<device_id>/sign-out")
 @_login_required
-def sign_out_device(family_id: str) -> BaseResponse:
+def sign_out_device(device_id: str) -> BaseResponse | str:
     check_csrf()
-    _, user = current_login()  # type: ignore[misc]
-    sessions.sign_out(db.session, user.id, family_id[:43], reason="signed_out_by_user")
+    login, user = current_login()  # type: ignore[misc]
+    now = services().clock()
+    devices = sessions.list_for_user(db.session, user.id, now, current_login_session=login.id)
+    device = sessions.find_device(devices, device_id[:64])
+    if device is None:
+        return redirect("/account/sessions?done=gone", code=303)
+    sessions.end_device(db.session, user.id, device, reason="signed_out_by_user", now=now,
+                        by=_requester("account_page"))
     db.session.commit()
+    if device.current:  # this browser signed itself out
+        sign_out()
+        return render_template("signed_out.html")
     return redirect("/account/sessions?done=device", code=303)
 
 
@@ -58,8 +93,8 @@ def sign_out_others() -> BaseResponse:
     check_csrf()
     login, user = current_login()  # type: ignore[misc]
     sessions.sign_out_all(db.session, user.id, reason="signed_out_other_devices",
-                          keep_login_session=login.id)
-    login_sessions.end_all(db.session, user.id, keep=login.id)
+                          keep_login_session=login.id, now=services().clock(),
+                          by=_requester("account_page"))
     db.session.commit()
     return redirect("/account/sessions?done=others", code=303)
 
@@ -69,8 +104,8 @@ def sign_out_others() -> BaseResponse:
 def sign_out_everywhere() -> str:
     check_csrf()
     _, user = current_login()  # type: ignore[misc]
-    sessions.sign_out_all(db.session, user.id, reason="signed_out_everywhere")
-    login_sessions.end_all(db.session, user.id)
+    sessions.sign_out_all(db.session, user.id, reason="signed_out_everywhere",
+                          now=services().clock(), by=_requester("account_page"))
     db.session.commit()
     sign_out()
     return render_template("signed_out.html")
@@ -89,7 +124,7 @@ def change_password() -> str | tuple[str, int]:
                                done=False), 400
     try:
         users.change_password(db.session, user, request.form.get("current_password", "")[:1024],
-                              new, login_session_id=login.id)
+                              new, login_session_id=login.id, by=_requester("account_page"))
     except ValidationError as exc:
         db.session.rollback()
         return render_template("password.html", error=str(exc).capitalize() + ".",
@@ -98,54 +133,101 @@ def change_password() -> str | tuple[str, int]:
     return render_template("password.html", error=None, done=True)
 
 
-# -- JSON API for first-party apps (RFC 6750 Bearer token with the "account" scope) -----
+# -- JSON API for first-party apps (RFC 6750 / RFC 9449 token with the "account" scope) --
+def _api_error(status: int, error: str | None, description: str, scheme: str = "Bearer"
+               ) -> Response:
+    """RFC 6750 §3: the challenge in ``WWW-Authenticate``; §3.1: no error code when the
+    request carried no credentials at all. RFC 9449 §7.1 for the DPoP scheme."""
+    challenge = f'{scheme} realm="{API_REALM}", scope="{ACCOUNT_SCOPE}"'
+    if scheme == "DPoP":
+        challenge += f', algs="{" ".join(dpop.ALGORITHMS)}"'
+    if error is not None:
+        challenge += f', error="{error}", error_description="{description}"'
+    body = {"error": error or "unauthorized", "error_description": description}
+    return json_response(body, status, {"WWW-Authenticate": challenge,
+                                        "Cache-Control": "no-store"})
+
+
 def _api_user() -> tuple[User, str | None] | Response:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return _api_error(401, "invalid_request", "a Bearer access token is required")
+    """The user (and ``sid``) of the request's access token, or the RFC 6750 error."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme = {"bearer": "Bearer", "dpop": "DPoP"}.get(scheme.lower(), "")
+    if not scheme:
+        return _api_error(401, None, "an access token with the account scope is required")
+    token = value.strip()
+    if not token or " " in token or len(token) > 8192:
+        return _api_error(400, "invalid_request", "malformed Authorization header", scheme)
     svc = services()
     try:
-        verified = access_tokens.verify(token.strip(), keys=svc.keys, issuer=svc.settings.issuer,
+        verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
                                         session=db.session, now=svc.clock())
     except access_tokens.InvalidAccessToken as exc:
-        return _api_error(401, "invalid_token", str(exc))
-    if ACCOUNT_SCOPE not in verified.scope or verified.user is None:
-        return _api_error(403, "insufficient_scope", "the token lacks the account scope")
+        return _api_error(401, "invalid_token", str(exc), scheme)
+    problem = _check_dpop(token, scheme, (verified.claims.get("cnf") or {}).get("jkt"))
+    if problem is not None:
+        return problem
+    if verified.user is None:
+        return _api_error(401, "invalid_token", "the token does not belong to a user", scheme)
+    if ACCOUNT_SCOPE not in verified.scope:
+        return _api_error(403, "insufficient_scope", "the token lacks the account scope",
+                          scheme)
     sid = verified.claims.get("sid")
     return verified.user, sid if isinstance(sid, str) else None
 
 
-def _api_error(status: int, error: str, description: str) -> Response:
-    challenge = f'Bearer realm="account", error="{error}", error_description="{description}"'
-    if error == "insufficient_scope":
-        challenge += f', scope="{ACCOUNT_SCOPE}"'
-    return json_response({"error": error, "error_description": description}, status,
-                         {"WWW-Authenticate": challenge, "Cache-Control": "no-store"})
+def _check_dpop(token: str, scheme: str, bound_to: str | None) -> Response | None:
+    """RFC 9449 §7: a DPoP-bound token needs the DPoP scheme and a proof by its key."""
+    if bound_to is None and scheme == "Bearer":
+        return None
+    if scheme != "DPoP" or bound_to is None:
+        return _api_error(401, "invalid_token", "the token is DPoP-bound: use DPoP"
+                          if bound_to else "the token is not DPoP-bound: use Bearer",
+                          "DPoP" if bound_to else "Bearer")
+    svc = services()
+    db.session.rollback()  # SQLite: the replay cache writes on its own connection
+    try:
+        proof = dpop.validate(request.headers.getlist("DPoP"), method=request.method,
+                              urls=dpop.expected_urls(svc.settings.issuer, request.path),
+                              now=svc.clock(), replay=svc.replay, nonces=svc.nonces,
+                              access_token=token)
+    except dpop.DPoPError as exc:
+        rejected = _api_error(401, exc.error, exc.description, "DPoP")
+        if svc.nonces is not None:
+            rejected.headers["DPoP-Nonce"] = svc.nonces.current(svc.clock())
+        return rejected
+    if proof.jkt != bound_to:
+        return _api_error(401, "invalid_dpop_proof", "the proof key is not the token's key",
+                          "DPoP")
+    return None
 
 
 @bp.get("/account/api/sessions")
 def api_sessions() -> Response:
+    """The devices signed in to the token's user; ``current`` marks the token's own."""
     found = _api_user()
     if isinstance(found, Response):
         return found
-    user, current = found
-    devices = sessions.list_for_user(db.session, user.id, services().clock())
-    return json_response({"sessions": [d.to_dict(current=d.id == current) for d in devices]},
-                         200, {"Cache-Control": "no-store"})
+    user, sid = found
+    devices = sessions.list_for_user(db.session, user.id, services().clock(),
+                                     current_family=sid)
+    return json_response({"sessions": [d.to_dict() for d in devices]}, 200,
+                         {"Cache-Control": "no-store"})
 
 
-@bp.delete("/account/api/sessions/<family_id>")
-def api_sign_out(family_id: str) -> Response:
+@bp.delete("/account/api/sessions/<device_id>")
+def api_sign_out(device_id: str) -> Response:
+    """Sign out one of the user's devices; 404 for anything else (another user's too)."""
     found = _api_user()
     if isinstance(found, Response):
         return found
     user, _ = found
-    if not sessions.sign_out(db.session, user.id, family_id[:43], reason="signed_out_by_user"):
+    device = sessions.sign_out(db.session, user.id, device_id, reason="signed_out_by_user",
+                               now=services().clock(), by=_requester("account_api"))
+    if device is None:
         return json_response({"error": "not_found", "error_description": "no such session"},
-                             404)
+                             404, {"Cache-Control": "no-store"})
     db.session.commit()
-    return Response(status=204)
+    return Response(status=204, headers={"Cache-Control": "no-store"})
 
 
 @bp.delete("/account/api/sessions")
@@ -154,12 +236,16 @@ def api_sign_out_all() -> Response:
     found = _api_user()
     if isinstance(found, Response):
         return found
-    user, current = found
-    keep = current if request.args.get("keep_current") in ("1", "true") else None
-    count = sessions.sign_out_all(db.session, user.id, keep_family=keep,
-                                  reason="signed_out_everywhere" if keep is None
-                                  else "signed_out_other_devices")
-    if keep is None:
-        login_sessions.end_all(db.session, user.id)
+    user, sid = found
+    keep = request.args.get("keep_current", "false").lower()
+    if keep not in ("1", "true", "0", "false"):
+        return json_response({"error": "invalid_request",
+                              "error_description": "keep_current must be true or false"},
+                             400, {"Cache-Control": "no-store"})
+    keep_current = keep in ("1", "true")
+    count = sessions.sign_out_all(
+        db.session, user.id, keep_family=sid if keep_current else None,
+        reason="signed_out_other_devices" if keep_current else "signed_out_everywhere",
+        now=services().clock(), by=_requester("account_api"))
     db.session.commit()
     return json_response({"signed_out": count}, 200, {"Cache-Control": "no-store"})

@@ -1,226 +1,369 @@
-"""Admin pages at /admin: clients (create, edit, disable, delete, secrets), their live
-sessions, and the audit trail. Only for users with the admin role; every form has CSRF."""
+"""Admin pages at /admin: clients (register, edit, rotate the secret, disable, enable,
+delete), their live sessions, and the audit trail.
+
+Only for signed-in users with the admin role (``users create --admin``, ``users
+grant-admin``): anyone else gets a 403 page, and an anonymous visitor the sign-in page.
+Every form carries the CSRF token; forms that reveal a secret also carry a one-time token,
+so a reload or a resubmitted form never creates a second client or shows a secret again.
+Validation is the domain's, the same as the CLI's and the API's.
+"""
 
 from __future__ import annotations
 
+import secrets
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import abort, redirect, render_template, request
-from sqlalchemy import select
+from flask import make_response, redirect, render_template, request, session
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from ..domain import audit_trail, client_sessions, refresh_families
 from ..domain import clients as domain_clients
-from ..domain import refresh_families, user_agents
 from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
-from ..domain.clients import SUPPORTED_GRANT_TYPES, ClientSpec
+from ..domain.client_metadata import BOOL_FIELDS, TTL_FIELDS
+from ..domain.clients import SUPPORTED_GRANT_TYPES, Actor, ClientRecord, ClientSpec
 from ..domain.errors import ValidationError
 from ..extensions import db
 from ..services import services
-from ..storage.models import AuditEvent, TokenFamily, User
 from . import bp
 from .security import check_csrf, current_login
 
-INT_FIELDS = ("access_token_ttl", "refresh_idle_ttl", "refresh_absolute_ttl", "reuse_grace")
-BOOL_FIELDS = ("first_party", "bind_device_id", "bind_user_agent", "require_device_id",
-               "require_dpop", "allow_introspection")
+ONCE_KEY = "admin_once"
+MAX_ONCE = 20
+# What a person sees for each registration field (errors name the field this way).
+FIELD_LABELS = {
+    "name": "Name", "public": "Type", "grant_types": "Grant types",
+    "redirect_uris": "Redirect URIs", "post_logout_redirect_uris": "Post-logout redirect URIs",
+    "scope": "Allowed scopes", "access_token_ttl": "Access-token lifetime",
+    "refresh_idle_ttl": "Refresh idle lifetime", "refresh_absolute_ttl": "Session lifetime",
+    "reuse_grace": "Reuse grace window", "first_party": "First-party",
+    "allow_introspection": "May introspect tokens", "require_dpop": "Require DPoP",
+    "require_device_id": "Require a device id", "bind_device_id": "Device id must match",
+    "bind_user_agent": "App/browser must match", "bind_ip": "IP network must match",
+    "on_binding_mismatch": "On a mismatch",
+}
+FORM_CHOICES = {"grant_choices": SUPPORTED_GRANT_TYPES, "ip_policies": IP_POLICIES,
+                "actions": MISMATCH_ACTIONS, "labels": FIELD_LABELS}
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'; object-src 'none'",
+}
+DONE_MESSAGES = {
+    "saved": "Saved.", "disabled": "The client was disabled and its sessions revoked.",
+    "enabled": "The client was enabled.", "revoked": "The session was revoked.",
+    "revoked-all": "Every session of this client was revoked.",
+    "deleted": "The client was deleted and its sessions revoked.",
+    "resubmitted": "That form was already submitted, so nothing was done again. A secret is "
+                   "shown only once: if you did not copy it, rotate the secret.",
+}
+
+
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    login = current_login()
+    response = make_response(render_template(
+        template, me=login[1] if login else None, **context), status)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _error_page(status: int, title: str, message: str) -> Response:
+    return _page("admin/error.html", status, title=title, message=message)
 
 
 def admin_required(view: Any) -> Any:
+    """Signed in (else the sign-in page), admin (else 403), and CSRF on every POST."""
+
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         login = current_login()
         if login is None:
-            return redirect("/login?" + urlencode({"next": request.full_path.rstrip("?")}),
-                            code=303)
+            target = request.full_path.rstrip("?") if request.method == "GET" else "/admin"
+            return redirect("/login?" + urlencode({"next": target}), code=303)
         if not login[1].is_admin:
-            abort(403, description="Your account does not have the admin role.")
+            return _error_page(403, "Admins only",
+                               "Your account does not have the admin role. Ask an "
+                               "administrator to run: authserver users grant-admin "
+                               f"{login[1].username}")
         if request.method == "POST":
-            check_csrf()
-        return view(*args, **kwargs)
+            try:
+                check_csrf()
+            except HTTPException as exc:
+                return _error_page(400, "The form has expired", str(exc.description))
+        response = view(*args, **kwargs)
+        if isinstance(response, Response):
+            response.headers.update(SECURITY_HEADERS)
+        return response
 
     return wrapper
 
 
-def _form_spec(public: bool) -> ClientSpec:
-    """Read the client form into a spec; raise ValidationError naming the field."""
+def _actor() -> Actor:
+    """The signed-in admin (admin_required ran first)."""
+    user = current_login()[1]  # type: ignore[index]
+    return Actor(f"admin user {user.username}", user.id)
+
+
+# -- one-time form tokens ---------------------------------------------------------------
+def _issue_once() -> str:
+    token = secrets.token_urlsafe(16)
+    session[ONCE_KEY] = [*session.get(ONCE_KEY, [])[-(MAX_ONCE - 1):], token]
+    return token
+
+
+def _consume_once() -> bool:
+    token = request.form.get("once", "")
+    issued = list(session.get(ONCE_KEY, []))
+    if not token or token not in issued:
+        return False
+    issued.remove(token)
+    session[ONCE_KEY] = issued
+    return True
+
+
+# -- the client form ---------------------------------------------------------------------
+def _values_of(spec: ClientSpec) -> dict[str, Any]:
+    """What the form shows for a registration."""
+    values: dict[str, Any] = {
+        "name": spec.name, "client_type": "public" if spec.public else "confidential",
+        "grant_types": list(spec.grant_types), "scope": spec.scope,
+        "redirect_uris": "\n".join(spec.redirect_uris),
+        "post_logout_redirect_uris": "\n".join(spec.post_logout_redirect_uris),
+        "bind_ip": spec.bind_ip, "on_binding_mismatch": spec.on_binding_mismatch,
+    }
+    for name in TTL_FIELDS:
+        value = getattr(spec, name)
+        values[name] = "" if value is None else str(value)
+    for name in BOOL_FIELDS:
+        values[name] = getattr(spec, name)
+    return values
+
+
+def _values_from_form() -> dict[str, Any]:
+    """What was typed, as typed (shown again next to an error)."""
     form = request.form
     values: dict[str, Any] = {
-        "name": form.get("name", ""), "public": public, "scope": form.get("scope", ""),
-        "grant_types": form.getlist("grant_types"),
-        "redirect_uris": [u.strip() for u in form.get("redirect_uris", "").splitlines()
-                          if u.strip()],
-        "post_logout_redirect_uris": [
-            u.strip() for u in form.get("post_logout_redirect_uris", "").splitlines()
-            if u.strip()],
+        "name": form.get("name", ""), "grant_types": form.getlist("grant_types"),
+        "client_type": "public" if form.get("client_type") == "public" else "confidential",
+        "scope": form.get("scope", ""), "redirect_uris": form.get("redirect_uris", ""),
+        "post_logout_redirect_uris": form.get("post_logout_redirect_uris", ""),
         "bind_ip": form.get("bind_ip", "off"),
         "on_binding_mismatch": form.get("on_binding_mismatch", "revoke"),
     }
+    for name in TTL_FIELDS:
+        values[name] = form.get(name, "").strip()
     for name in BOOL_FIELDS:
         values[name] = form.get(name) == "on"
-    for name in INT_FIELDS:
-        raw = form.get(name, "").strip()
+    return values
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _spec_from(values: dict[str, Any], public: bool) -> ClientSpec:
+    """The form's values as a spec; a lifetime that is not a number names its field."""
+    numbers: dict[str, int | None] = {}
+    for name in TTL_FIELDS:
+        raw = values[name]
         if raw == "" and name == "access_token_ttl":
-            values[name] = None
+            numbers[name] = None
             continue
         try:
-            values[name] = int(raw)
+            numbers[name] = int(raw)
         except ValueError:
-            raise ValidationError(f"{name} must be a whole number of seconds", name) from None
-    return ClientSpec(**values)
+            raise ValidationError("must be a whole number of seconds", name) from None
+    flags = {name: values[name] for name in BOOL_FIELDS if name != "public"}
+    return ClientSpec(
+        name=values["name"], public=public, scope=values["scope"],
+        grant_types=list(values["grant_types"]), redirect_uris=_lines(values["redirect_uris"]),
+        post_logout_redirect_uris=_lines(values["post_logout_redirect_uris"]),
+        bind_ip=values["bind_ip"], on_binding_mismatch=values["on_binding_mismatch"],
+        **numbers, **flags,  # type: ignore[arg-type]
+    )
 
 
-FORM_CHOICES = {"grant_types": SUPPORTED_GRANT_TYPES, "ip_policies": IP_POLICIES,
-                "actions": MISMATCH_ACTIONS}
+def _field_error(exc: ValidationError) -> dict[str, str]:
+    """{field: message} for the form; an error without a known field goes on top."""
+    field = exc.field if exc.field in FIELD_LABELS else "form"
+    return {field: str(exc)}
 
 
-def _render_new(spec: ClientSpec, error: str | None = None, status: int = 200
-                ) -> tuple[str, int]:
-    return render_template("admin/new_client.html", spec=spec, client_id=None, error=error,
-                           **FORM_CHOICES), status
+def _render_new(values: dict[str, Any], errors: dict[str, str] | None = None,
+                status: int = 200) -> Response:
+    return _page("admin/new_client.html", status, v=values, errors=errors or {},
+                 client=None, once=_issue_once(), **FORM_CHOICES)
 
 
-def _render_client(record: domain_clients.ClientRecord, *, spec: ClientSpec | None = None,
-                   error: str | None = None, saved: bool = False, status: int = 200
-                   ) -> tuple[str, int]:
-    live = db.session.execute(
-        select(TokenFamily, User.username).join(User, User.id == TokenFamily.user_id)
-        .where(TokenFamily.client_id == record.client_id, TokenFamily.revoked_at.is_(None))
-        .order_by(TokenFamily.created_at.desc()).limit(200)
-    ).all()
-    families = [(f, name, f.ua_family or user_agents.family(f.user_agent)) for f, name in live]
-    return render_template(
-        "admin/client.html", client=record, families=families, saved=saved, error=error,
-        spec=spec or domain_clients.spec_of(record), client_id=record.client_id,
-        **FORM_CHOICES), status
+def _render_client(record: ClientRecord, values: dict[str, Any] | None = None,
+                   errors: dict[str, str] | None = None, status: int = 200) -> Response:
+    live = client_sessions.list_for_client(db.session, record.client_id, services().clock())
+    return _page(
+        "admin/client.html", status, client=record, sessions=live,
+        v=values or _values_of(domain_clients.spec_of(record)), errors=errors or {},
+        once=_issue_once(), message=DONE_MESSAGES.get(request.args.get("done", "")),
+        overlap=services().settings.client_secret_overlap, **FORM_CHOICES)
 
 
-def _describe(exc: ValidationError) -> str:
-    return f"{exc.field}: {exc}" if exc.field else str(exc)
+def _client_or_none(client_id: str) -> ClientRecord | None:
+    return domain_clients.find_client(db.session, client_id)
 
 
+def _no_such_client() -> Response:
+    return _error_page(404, "No such client",
+                       "There is no client with that ID. It may have been deleted.")
+
+
+# -- pages ------------------------------------------------------------------------------
 @bp.get("/admin")
 @admin_required
 def admin_home() -> Response:
-    return redirect("/admin/clients")
+    return redirect("/admin/clients", code=303)
 
 
 @bp.get("/admin/clients")
 @admin_required
-def admin_clients() -> str:
-    return render_template("admin/clients.html",
-                           clients=domain_clients.list_clients(db.session),
-                           message=request.args.get("done"))
+def admin_clients() -> Response:
+    return _page("admin/clients.html",
+                 clients=domain_clients.list_clients(db.session),
+                 live=client_sessions.count_live_by_client(db.session, services().clock()),
+                 message=DONE_MESSAGES.get(request.args.get("done", "")))
 
 
 @bp.route("/admin/clients/new", methods=["GET", "POST"])
 @admin_required
-def admin_new_client() -> tuple[str, int] | str:
+def admin_new_client() -> Response:
     if request.method == "GET":
-        return _render_new(ClientSpec(name=""))
-    public = request.form.get("client_type") == "public"
-    spec = ClientSpec(name=request.form.get("name", ""), public=public)
+        return _render_new(_values_of(ClientSpec(name="", grant_types=[])))
+    if not _consume_once():
+        return redirect("/admin/clients?done=resubmitted", code=303)
+    values = _values_from_form()
     try:
-        spec = _form_spec(public)
-        record, secret = domain_clients.create_client(db.session, spec)
+        spec = _spec_from(values, public=values["client_type"] == "public")
+        record, secret = domain_clients.create_client(db.session, spec, actor=_actor(),
+                                                      now=services().clock())
     except ValidationError as exc:
         db.session.rollback()
-        return _render_new(spec, _describe(exc), 400)
+        return _render_new(values, _field_error(exc), 400)
     db.session.commit()
-    return render_template("admin/secret.html", client=record, secret=secret, created=True)
-
-
-def _client_or_404(client_id: str) -> domain_clients.ClientRecord:
-    record = domain_clients.find_client(db.session, client_id[:64])
-    if record is None:
-        abort(404, description="There is no such client.")
-    return record
+    return _page("admin/secret.html", client=record, secret=secret, created=True)
 
 
 @bp.route("/admin/clients/<client_id>", methods=["GET", "POST"])
 @admin_required
-def admin_client(client_id: str) -> tuple[str, int] | str:
-    record = _client_or_404(client_id)
+def admin_client(client_id: str) -> Response:
+    record = _client_or_none(client_id)
+    if record is None:
+        return _no_such_client()
     if request.method == "GET":
         return _render_client(record)
-    spec = domain_clients.spec_of(record)
+    values = _values_from_form()
+    values["client_type"] = "public" if record.public else "confidential"
     try:
-        spec = _form_spec(record.public)
+        spec = _spec_from(values, public=record.public)
         changes = {name: getattr(spec, name) for name in domain_clients.SPEC_FIELDS
                    if name != "public"}
-        record = domain_clients.update_client(db.session, client_id, **changes)
+        domain_clients.update_client(db.session, client_id, actor=_actor(), **changes)
     except ValidationError as exc:
         db.session.rollback()
-        return _render_client(record, spec=spec, error=_describe(exc), status=400)
+        return _render_client(record, values, _field_error(exc), 400)
     db.session.commit()
     services().clients.forget([client_id])
-    return _render_client(record, saved=True)
+    return redirect(f"/admin/clients/{client_id}?done=saved", code=303)
 
 
 @bp.post("/admin/clients/<client_id>/secret")
 @admin_required
-def admin_rotate_secret(client_id: str) -> str:
-    record = _client_or_404(client_id)
+def admin_rotate_secret(client_id: str) -> Response:
+    record = _client_or_none(client_id)
+    if record is None:
+        return _no_such_client()
+    if not _consume_once():
+        return redirect(f"/admin/clients/{client_id}?done=resubmitted", code=303)
+    overlap = services().settings.client_secret_overlap
     try:
-        secret = domain_clients.rotate_secret(db.session, client_id,
-                                              services().settings.client_secret_overlap)
+        secret = domain_clients.rotate_secret(db.session, client_id, overlap, actor=_actor(),
+                                              now=services().clock())
     except ValidationError as exc:
-        abort(400, description=str(exc))
+        db.session.rollback()
+        return _error_page(400, "The secret was not rotated", str(exc))
     db.session.commit()
     services().clients.forget([client_id])
-    return render_template("admin/secret.html", client=record, secret=secret, created=False,
-                           overlap=services().settings.client_secret_overlap)
+    return _page("admin/secret.html", client=record, secret=secret, created=False,
+                 overlap=overlap)
 
 
-@bp.post("/admin/clients/<client_id>/<action>")
+@bp.post("/admin/clients/<client_id>/<any(disable, enable):action>")
 @admin_required
-def admin_client_action(client_id: str, action: str) -> Response:
-    _client_or_404(client_id)
-    if action == "disable":
-        domain_clients.set_active(db.session, client_id, False)
-    elif action == "enable":
-        domain_clients.set_active(db.session, client_id, True)
-    elif action == "delete":
-        domain_clients.delete_client(db.session, client_id)
-        db.session.commit()
-        services().clients.forget([client_id])
-        return redirect("/admin/clients?done=deleted", code=303)
-    else:
-        abort(404)
+def admin_set_active(client_id: str, action: str) -> Response:
+    if _client_or_none(client_id) is None:
+        return _no_such_client()
+    domain_clients.set_active(db.session, client_id, action == "enable", actor=_actor())
     db.session.commit()
     services().clients.forget([client_id])
-    return redirect(f"/admin/clients/{client_id}", code=303)
+    return redirect(f"/admin/clients/{client_id}?done={action}d", code=303)
 
 
-@bp.post("/admin/clients/<client_id>/families/<family_id>/revoke")
+@bp.route("/admin/clients/<client_id>/delete", methods=["GET", "POST"])
 @admin_required
-def admin_revoke_family(client_id: str, family_id: str) -> Response:
-    owner = db.session.scalar(select(TokenFamily.client_id).where(
-        TokenFamily.id == family_id[:43]))
-    if owner != client_id:
-        abort(404, description="There is no such session for this client.")
-    refresh_families.revoke_family(db.session, family_id, reason="revoked_by_admin")
+def admin_delete_client(client_id: str) -> Response:
+    record = _client_or_none(client_id)
+    if record is None:
+        return _no_such_client()
+    if request.method == "GET":
+        live = client_sessions.count_live_by_client(db.session, services().clock())
+        return _page("admin/delete.html", client=record, live=live.get(client_id, 0))
+    domain_clients.delete_client(db.session, client_id, actor=_actor())
     db.session.commit()
-    return redirect(f"/admin/clients/{client_id}", code=303)
+    services().clients.forget([client_id])
+    return redirect("/admin/clients?done=deleted", code=303)
+
+
+@bp.post("/admin/clients/<client_id>/sessions/<family_id>/revoke")
+@admin_required
+def admin_revoke_session(client_id: str, family_id: str) -> Response:
+    if not client_sessions.belongs_to(db.session, family_id, client_id):
+        return _error_page(404, "No such session",
+                           "That session does not belong to this client.")
+    refresh_families.revoke_family(db.session, family_id, reason="revoked_by_admin",
+                                   now=services().clock())
+    db.session.commit()
+    return redirect(f"/admin/clients/{client_id}?done=revoked#sessions", code=303)
+
+
+@bp.post("/admin/clients/<client_id>/sessions/revoke-all")
+@admin_required
+def admin_revoke_all_sessions(client_id: str) -> Response:
+    if _client_or_none(client_id) is None:
+        return _no_such_client()
+    domain_clients.revoke_client_families(db.session, client_id, reason="revoked_by_admin")
+    db.session.commit()
+    return redirect(f"/admin/clients/{client_id}?done=revoked-all#sessions", code=303)
+
+
+def _printable(text: str) -> str:
+    """A filter as typed, without control characters (which no stored value contains)."""
+    return "".join(c for c in text if c.isprintable()).strip()
 
 
 @bp.get("/admin/audit")
 @admin_required
-def admin_audit() -> str:
-    query = (select(AuditEvent, User.username).outerjoin(User, User.id == AuditEvent.user_id)
-             .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(500))
-    client_id = request.args.get("client", "").strip()[:64]
-    username = request.args.get("user", "").strip()[:150]
-    event = request.args.get("event", "").strip()[:64]
-    if client_id:
-        query = query.where(AuditEvent.client_id == client_id)
-    if username:
-        query = query.where(User.username == username)
-    if event:
-        query = query.where(AuditEvent.event == event)
-    return render_template("admin/audit.html", rows=db.session.execute(query).all(),
-                           client=client_id, user=username, event=event)
-
-
-
+def admin_audit() -> Response:
+    client_id = _printable(request.args.get("client", ""))[:64]
+    username = _printable(request.args.get("user", ""))[:150]
+    event = _printable(request.args.get("event", ""))[:64]
+    before = request.args.get("before", "")
+    page = audit_trail.search(db.session, client_id=client_id or None,
+                              username=username or None, event=event or None,
+                              before=int(before) if before.isascii() and before.isdigit()
+                              and len(before) <= 9 else None)
+    filters = {k: v for k, v in (("client", client_id), ("user", username), ("event", event))
+               if v}
+    older = ("/admin/audit?" + urlencode({**filters, "before": page.older})
+             if page.older else None)
+    return _page("admin/audit.html", page=page, client=client_id, user=username, event=event,
+                 events=audit_trail.known_events(), older=older, filtered=bool(filters))

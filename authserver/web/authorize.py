@@ -1,13 +1,18 @@
-"""``/oauth/authorize`` (RFC 6749 §4.1.1, OIDC Core §3.1.2): sign-in, consent, then a code."""
+"""``/oauth/authorize`` (RFC 6749 §4.1.1, OIDC Core §3.1.2): sign-in, consent, then a code.
+
+Every response that goes back to the client carries ``iss`` (RFC 9207) and the request's
+``state`` untouched. A request whose client or redirect URI cannot be trusted gets our
+error page and is never redirected (RFC 6749 §4.1.2.1).
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import redirect, render_template, request, session
 from werkzeug.wrappers import Response
 
-from ..domain import authorization, codes, consents, scopes
+from ..domain import authorization, codes, consents, redirect_uris, scopes
 from ..domain.authorization import (
     AuthorizationRequest,
     FatalAuthorizationError,
@@ -15,20 +20,30 @@ from ..domain.authorization import (
 )
 from ..extensions import db
 from ..services import services
+from ..storage.models import LoginSession
 from . import bp
-from .security import check_csrf, current_login
+from .security import FRESH_LOGIN, check_csrf, current_login
 
 DECISION_FIELDS = ("decision", "csrf_token")
+# How long after signing in a browser counts as "just signed in" for prompt=login and
+# max_age: the sign-in page redirects straight back, so this only absorbs slow networks.
+FRESH_SECONDS = 120
+_FATAL_MESSAGES = {
+    "invalid_client": "The application that sent you here is not registered with us, or "
+                      "has been disabled.",
+    "": "The application that sent you here made a mistake in its request, so we stopped "
+        "before sending you anywhere else.",
+}
 
 
 def _with_params(uri: str, params: dict[str, str]) -> str:
-    """Add query parameters to a redirect URI, keeping the query it already has."""
+    """Add query parameters to a redirect URI, keeping the query it already has (§3.1.2)."""
     separator = "&" if "?" in uri else "?"
     return uri + separator + urlencode(params)
 
 
 def _redirect_to_client(uri: str, params: dict[str, str | None]) -> Response:
-    """A redirect back to the client, always naming the issuer (RFC 9207)."""
+    """A redirect back to the client, always naming the issuer (RFC 9207 §2)."""
     clean = {k: v for k, v in params.items() if v is not None}
     clean["iss"] = services().settings.issuer
     response = redirect(_with_params(uri, clean), code=302 if request.method == "GET" else 303)
@@ -37,83 +52,131 @@ def _redirect_to_client(uri: str, params: dict[str, str | None]) -> Response:
 
 
 def _error_redirect(error: RedirectAuthorizationError) -> Response:
+    """RFC 6749 §4.1.2.1: ``error``, ``error_description`` and ``state`` to the client."""
     return _redirect_to_client(error.redirect_uri, {
         "error": error.error, "error_description": error.description, "state": error.state})
 
 
+def _deny(req: AuthorizationRequest, error: str, description: str) -> Response:
+    return _error_redirect(RedirectAuthorizationError(error, description, req.redirect_uri,
+                                                      req.state))
+
+
 def _request_params() -> dict[str, list[str]]:
+    """The authorization request: the query for GET, the form for POST (OIDC Core §3.1.2.1)."""
     source = request.args if request.method == "GET" else request.form
     return {k: source.getlist(k) for k in source if k not in DECISION_FIELDS}
 
 
+def _fresh(login: LoginSession) -> bool:
+    """This browser signed in just now, on the way back to this request."""
+    if session.get(FRESH_LOGIN) != login.id:
+        return False
+    return (services().clock() - login.auth_time).total_seconds() <= FRESH_SECONDS
+
+
 def _needs_login(req: AuthorizationRequest) -> bool:
-    """prompt=login and max_age (OIDC Core §3.1.2.1) ask for a fresh sign-in."""
+    """No sign-in, or prompt=login / max_age (OIDC Core §3.1.2.1) ask for a fresh one."""
     login = current_login()
     if login is None:
         return True
-    fresh = session.get("fresh_login") == login[0].id
-    if "login" in req.prompt and not fresh:
+    if _fresh(login[0]):
+        return False
+    if "login" in req.prompt or req.max_age == 0:  # max_age=0 is prompt=login
         return True
-    if req.max_age is not None and not fresh:
+    if req.max_age is not None:
         age = (services().clock() - login[0].auth_time).total_seconds()
         return age > req.max_age
     return False
 
 
+def _needs_consent(req: AuthorizationRequest, user_id: int) -> bool:
+    """First-party clients skip consent; others are asked for scopes not yet granted.
+
+    ``prompt=consent`` always asks. Consent to ``offline_access`` is asked like any other
+    scope and remembered (OIDC Core §11: the OP obtains consent to offline access).
+    """
+    if "consent" in req.prompt:
+        return True
+    if req.client.first_party:
+        return False
+    return not consents.covers(db.session, user_id, req.client.client_id, req.scope)
+
+
+def _authorize_url(params: dict[str, list[str]], drop: tuple[str, ...] = ()) -> str:
+    query = urlencode([(k, v) for k, values in params.items() if k not in drop
+                       for v in values])
+    return "/oauth/authorize?" + query
+
+
+def _login_redirect(params: dict[str, list[str]], req: AuthorizationRequest | None = None
+                    ) -> Response:
+    """To the sign-in page, which comes back here. ``prompt`` is kept: a fresh sign-in
+    satisfies ``prompt=login`` (see ``_fresh``)."""
+    target = {"next": _authorize_url(params)}
+    if req is not None and req.login_hint:
+        target["login_hint"] = req.login_hint
+    response = redirect("/login?" + urlencode(target), code=303)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _return_address(req: AuthorizationRequest) -> str:
+    """Where the consent page says the person goes back to: a web site's host name, or the
+    app on this device (loopback and private-use-scheme redirects, RFC 8252 §7)."""
+    if redirect_uris.is_loopback_redirect(req.redirect_uri):
+        return f"the {req.client.name} app on this device"
+    host = urlsplit(req.redirect_uri).hostname
+    return host if host else f"the {req.client.name} app"
+
+
 @bp.route("/oauth/authorize", methods=["GET", "POST"])
-def authorize() -> Response | tuple[str, int] | str:
+def authorize() -> Response | tuple[str, int]:
     params = _request_params()
     try:
         req = authorization.parse(params, services().clients.get)
     except FatalAuthorizationError as exc:
         return render_template("error.html", title="This sign-in link is not valid",
-                               message=exc.description), 400
+                               message=_FATAL_MESSAGES.get(exc.error, _FATAL_MESSAGES[""]),
+                               detail=exc.description), 400
     except RedirectAuthorizationError as exc:
         return _error_redirect(exc)
 
-    deciding = request.method == "POST" and "decision" in request.form
-    if deciding:
-        check_csrf()
-        login = current_login()
-        if login is None:
-            return _login_redirect(params)
-        if request.form["decision"] != "allow":
-            return _error_redirect(RedirectAuthorizationError(
-                "access_denied", "the user denied the request", req.redirect_uri, req.state))
-        consents.grant(db.session, login[1].id, req.client.client_id, req.scope)
-        return _issue_code(req)
+    if request.method == "POST" and "decision" in request.form:
+        return _decide(req, params)
 
     if _needs_login(req):
         if "none" in req.prompt:
-            return _error_redirect(RedirectAuthorizationError(
-                "login_required", "the user is not signed in", req.redirect_uri, req.state))
-        return _login_redirect(params)
-    session.pop("fresh_login", None)
+            return _deny(req, "login_required", "the user is not signed in")
+        return _login_redirect(params, req)
+    session.pop(FRESH_LOGIN, None)
     login = current_login()
-    assert login is not None
+    assert login is not None  # _needs_login said so
     if _needs_consent(req, login[1].id):
         if "none" in req.prompt:
-            return _error_redirect(RedirectAuthorizationError(
-                "consent_required", "the user has not consented", req.redirect_uri, req.state))
+            return _deny(req, "consent_required", "the user has not consented")
         return render_template(
             "consent.html", client=req.client, user=login[1],
             scopes=[(s, scopes.describe(s)) for s in req.scope], params=params,
-        )
+            return_to=_return_address(req),
+            switch_url="/login?" + urlencode({"next": _authorize_url(params, ("prompt",))}),
+        ), 200
     return _issue_code(req)
 
 
-def _needs_consent(req: AuthorizationRequest, user_id: int) -> bool:
-    """First-party clients skip consent; others are asked for scopes not yet granted."""
-    if req.client.first_party and "consent" not in req.prompt:
-        return False
-    if "consent" in req.prompt:
-        return True
-    return not consents.covers(db.session, user_id, req.client.client_id, req.scope)
-
-
-def _login_redirect(params: dict[str, list[str]]) -> Response:
-    query = urlencode([(k, v) for k, values in params.items() for v in values])
-    return redirect("/login?" + urlencode({"next": "/oauth/authorize?" + query}), code=303)
+def _decide(req: AuthorizationRequest, params: dict[str, list[str]]) -> Response:
+    """The consent form's answer (CSRF-checked; re-validated like a new request)."""
+    check_csrf()
+    login = current_login()
+    if login is None:
+        return _login_redirect(params, req)
+    user_id, client_id = login[1].id, req.client.client_id
+    if request.form["decision"] != "allow":
+        consents.record_denial(db.session, user_id, client_id, req.scope)
+        db.session.commit()
+        return _deny(req, "access_denied", "the user denied the request")
+    consents.grant(db.session, user_id, client_id, req.scope)
+    return _issue_code(req)
 
 
 def _issue_code(req: AuthorizationRequest) -> Response:

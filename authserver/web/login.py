@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..crypto import jose
-from ..domain import audit, login_sessions, redirect_uris, refresh_families, users
+from ..domain import audit, login_sessions, redirect_uris, refresh_families, sessions, users
 from ..domain.clients import ClientRecord
 from ..extensions import db
 from ..services import services
@@ -14,6 +16,8 @@ from . import bp
 from .security import check_csrf, current_login, safe_next, sign_in, sign_out
 
 MAX_FIELD = 1024
+MAX_HINT = 256
+MAX_ID_TOKEN = 8192
 
 
 @bp.get("/")
@@ -26,13 +30,17 @@ def home() -> str:
 def login() -> str | BaseResponse | tuple[str, int]:
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
-        return render_template("login.html", next=next_url, error=None, username="")
+        hint = request.args.get("login_hint", "")[:MAX_HINT]  # OIDC Core §3.1.2.1
+        return render_template("login.html", next=next_url, error=None, username=hint)
     check_csrf()
     username = request.form.get("username", "").strip()[:MAX_FIELD]
     password = request.form.get("password", "")[:MAX_FIELD]
-    user = users.authenticate(db.session, username, password) if username and password else None
+    attempt = (users.check_sign_in(db.session, username, password) if username and password
+               else users.SignInAttempt(None, None, "missing_credentials"))
+    user = attempt.user
     if user is None:
-        audit.record(db.session, audit.SIGN_IN_FAILED, ip=request.remote_addr,
+        audit.record(db.session, audit.SIGN_IN_FAILED, user_id=attempt.account_id,
+                     cause=attempt.failure, ip=request.remote_addr,
                      user_agent=request.user_agent.string[:200], via="login_page")
         db.session.commit()
         return render_template("login.html", next=next_url, username=username,
@@ -45,19 +53,22 @@ def login() -> str | BaseResponse | tuple[str, int]:
 
 
 def _client_from_id_token_hint(hint: str) -> tuple[ClientRecord | None, dict | None]:
-    """Validate ``id_token_hint``: our signature, our issuer; expiry does not matter."""
+    """Validate ``id_token_hint`` (RP-Initiated Logout 1.0 §2): an ID token we signed, for
+    our issuer, naming one of our clients. Its expiry does not matter."""
     svc = services()
     try:
         header = jose.unverified_header(hint)
         key = next((k for k in svc.keys.published() if k.kid == header.get("kid")), None)
-        if key is None or header.get("alg") != key.alg:
-            return None, None
+        if key is None or header.get("alg") != key.alg or header.get("typ") != "JWT":
+            return None, None  # unknown key, another algorithm, or an access token
         claims = jose.verify_jwt(hint, key.private, key.alg)
     except jose.InvalidJWT:
         return None, None
-    if claims.get("iss") != svc.settings.issuer or not isinstance(claims.get("aud"), str):
+    audience = claims.get("aud")
+    if claims.get("iss") != svc.settings.issuer or not isinstance(audience, str) \
+            or not isinstance(claims.get("sub"), str) or len(audience) > 64:
         return None, None
-    return svc.clients.get(claims["aud"]), claims
+    return svc.clients.get(audience), claims
 
 
 def _error_page(message: str) -> tuple[str, int]:
@@ -67,14 +78,20 @@ def _error_page(message: str) -> tuple[str, int]:
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout() -> str | BaseResponse | tuple[str, int]:
-    """Sign out; with ``id_token_hint`` this is OIDC RP-Initiated Logout 1.0."""
+    """Sign out; with ``id_token_hint`` this is OIDC RP-Initiated Logout 1.0.
+
+    The browser's sign-in ends, and the application sign-in named by the hint's ``sid`` is
+    revoked with its refresh tokens. The user is asked to confirm unless a valid hint
+    shows the request comes from an application of the user signed in here (§2: the OP
+    MUST ask when there is no hint or it belongs to someone else).
+    """
     values = request.values
     hint = values.get("id_token_hint")
     post_logout = values.get("post_logout_redirect_uri")
     state = values.get("state")
     client, claims = (None, None)
     if hint:
-        client, claims = _client_from_id_token_hint(hint[:8192])
+        client, claims = _client_from_id_token_hint(hint[:MAX_ID_TOKEN])
         if client is None:
             return _error_page("The application sent an invalid sign-out request.")
         if values.get("client_id") and values.get("client_id") != client.client_id:
@@ -88,33 +105,26 @@ def logout() -> str | BaseResponse | tuple[str, int]:
         return _error_page("The application asked to return to an address it has not "
                            "registered.")
 
-    confirmed = request.method == "POST" or claims is not None
+    login = current_login()
     if request.method == "POST":
         check_csrf()
-    if not confirmed:
-        login = current_login()
+    elif claims is None or (login is not None and login[1].subject != claims["sub"]):
         return render_template("logout.html", user=login[1] if login else None,
                                post_logout_redirect_uri=post_logout, state=state,
-                               client_id=client.client_id if client else None)
+                               client=client, id_token_hint=hint if claims else None)
 
     now = services().clock()
-    login = current_login()
     if login is not None:
-        login_sessions.end(db.session, login[0].id, now)
+        sessions.end_browser_sign_in(db.session, login[1].id, login[0].id, reason="logout",
+                                     now=now)
     if claims is not None and isinstance(claims.get("sid"), str):
         refresh_families.revoke_family(db.session, claims["sid"][:43], reason="logout",
                                        now=now)
     db.session.commit()
     sign_out()
     if post_logout:
-        separator = "&" if "?" in post_logout else "?"
-        target = post_logout + (f"{separator}state={_quote(state)}" if state else "")
+        target = post_logout
+        if state:
+            target += ("&" if "?" in post_logout else "?") + urlencode({"state": state})
         return redirect(target, code=303)
     return render_template("signed_out.html")
-
-
-def _quote(value: str | None) -> str:
-    from urllib.parse import quote
-
-    return quote(value or "", safe="")
-

@@ -6,13 +6,34 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from flask import abort, g, request, session
+from flask import abort, g, make_response, render_template, request, session
+from werkzeug.wrappers import Response
 
 from ..domain import login_sessions
 from ..extensions import db
 from ..storage.models import LoginSession, User
+from . import bp
 
 SESSION_KEY = "login"
+FRESH_LOGIN = "fresh_login"  # set by a sign-in; lets prompt=login / max_age go through once
+
+# Pages that take a password or a decision must never be framed (clickjacking) or cached.
+_PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@bp.after_request
+def protect_pages(response: Response) -> Response:
+    """Anti-framing and no-store on every page of this blueprint (not on its static files)."""
+    for name, value in _PAGE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.endpoint != "web.static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def csrf_token() -> str:
@@ -28,8 +49,10 @@ def check_csrf() -> None:
     sent = request.form.get("csrf_token", "")
     expected = session.get("csrf", "")
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        abort(400, description="The form has expired or did not come from this site. "
-                               "Go back, reload the page and try again.")
+        abort(make_response(render_template(
+            "error.html", title="This form has expired",
+            message="The form has expired or did not come from this site. Go back, reload "
+                    "the page and try again."), 400))
 
 
 def current_login() -> tuple[LoginSession, User] | None:
@@ -43,7 +66,7 @@ def sign_in(login: LoginSession) -> None:
     """Bind the browser to a new sign-in; a fresh CSRF token defeats session fixation."""
     session.clear()
     session[SESSION_KEY] = login.id
-    session["fresh_login"] = login.id
+    session[FRESH_LOGIN] = login.id
     session["csrf"] = secrets.token_urlsafe(32)
     g.pop("login", None)
 

@@ -1,0 +1,258 @@
+"""What a client registration may say: the one set of rules the CLI, the registration API
+and the admin pages share.
+
+Each rule cites where it comes from; each failure is a :class:`ValidationError` naming the
+field (RFC 7591 §3.2.2: the API turns it into ``invalid_redirect_uri`` or
+``invalid_client_metadata``; the CLI into one line; the pages into a message by the field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from . import scopes
+from .binding import BindingPolicy
+from .errors import ValidationError
+
+SUPPORTED_GRANT_TYPES = ("authorization_code", "password", "client_credentials", "refresh_token")
+# Grants that start a session (family) and so can hand out refresh tokens.
+SIGN_IN_GRANTS = ("authorization_code", "password")
+SUPPORTED_RESPONSE_TYPES = ("code",)
+# RFC 7591 §2 token_endpoint_auth_method values this server implements.
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+
+# Scopes that make a token an administrator's: only machine (client_credentials) clients
+# registered by an admin may hold them.
+ADMIN_SCOPE = "admin:clients"
+ADMIN_SCOPE_PREFIX = "admin:"
+
+ACCESS_TTL_BOUNDS = (60, 86_400)  # DESIGN.md: per client 60 s to 1 day
+REFRESH_IDLE_TTL_BOUNDS = (0, 31_536_000)  # 0 = no idle limit; at most a year
+REFRESH_ABSOLUTE_TTL_BOUNDS = (0, 315_360_000)  # 0 = never expires, only revoked
+REUSE_GRACE_BOUNDS = (0, 300)
+
+DEFAULT_REFRESH_IDLE_TTL = 14 * 86_400
+DEFAULT_REFRESH_ABSOLUTE_TTL = 90 * 86_400
+DEFAULT_REUSE_GRACE = 10
+
+MAX_NAME = 255
+MAX_URIS = 100
+MAX_URI_LENGTH = 2000
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+BOOL_FIELDS = ("public", "first_party", "bind_device_id", "bind_user_agent",
+               "require_device_id", "require_dpop", "allow_introspection")
+LIST_FIELDS = ("grant_types", "redirect_uris", "post_logout_redirect_uris")
+TTL_FIELDS = {
+    "access_token_ttl": ACCESS_TTL_BOUNDS,
+    "refresh_idle_ttl": REFRESH_IDLE_TTL_BOUNDS,
+    "refresh_absolute_ttl": REFRESH_ABSOLUTE_TTL_BOUNDS,
+    "reuse_grace": REUSE_GRACE_BOUNDS,
+}
+
+
+@dataclass
+class ClientSpec:
+    """Registration input, as given by an admin (CLI, API or page)."""
+
+    name: str
+    public: bool = False
+    first_party: bool = False
+    grant_types: list[str] = field(default_factory=list)
+    redirect_uris: list[str] = field(default_factory=list)
+    post_logout_redirect_uris: list[str] = field(default_factory=list)
+    scope: str = ""
+    access_token_ttl: int | None = None
+    refresh_idle_ttl: int = DEFAULT_REFRESH_IDLE_TTL
+    refresh_absolute_ttl: int = DEFAULT_REFRESH_ABSOLUTE_TTL
+    reuse_grace: int = DEFAULT_REUSE_GRACE
+    bind_device_id: bool = True
+    bind_user_agent: bool = True
+    bind_ip: str = "off"
+    require_device_id: bool = False
+    on_binding_mismatch: str = "revoke"
+    require_dpop: bool = False
+    allow_introspection: bool = False
+
+    def binding(self) -> BindingPolicy:
+        return BindingPolicy(
+            device_id=self.bind_device_id, user_agent=self.bind_user_agent, ip=self.bind_ip,
+            require_device_id=self.require_device_id, on_mismatch=self.on_binding_mismatch,
+            require_dpop=self.require_dpop,
+        ).validate()
+
+
+SPEC_FIELDS = [f.name for f in dataclasses.fields(ClientSpec)]
+
+
+def default_grant_types(spec: ClientSpec) -> list[str]:
+    """Apps with redirect URIs sign users in through the browser; first-party apps without
+    them use the password grant; other confidential clients are machines."""
+    if spec.redirect_uris:
+        return ["authorization_code", "refresh_token"]
+    if spec.first_party:
+        return ["password", "refresh_token"]
+    if not spec.public:
+        return ["client_credentials"]
+    raise ValidationError("a public client needs a redirect URI (or must be first-party)",
+                          "redirect_uris")
+
+
+def _has_control_characters(text: str) -> bool:
+    """Control characters, or lone surrogates (JSON allows them; UTF-8 cannot store them)."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def check_redirect_uri(uri: str, field_name: str = "redirect_uris") -> None:
+    """RFC 6749 §3.1.2 and RFC 8252 §7: absolute, no fragment, no credentials; ``https``,
+    except ``http`` to a loopback host (§7.3) and a private-use scheme that is a reversed
+    domain name (§7.1), such as ``com.example.app:/callback``."""
+
+    def fail(why: str) -> ValidationError:
+        return ValidationError(f"redirect URI {uri[:80]!r} {why}", field_name)
+
+    if not isinstance(uri, str) or not uri:
+        raise ValidationError("a redirect URI must be a non-empty string", field_name)
+    if len(uri) > MAX_URI_LENGTH:
+        raise fail(f"is longer than {MAX_URI_LENGTH} characters")
+    if _has_control_characters(uri) or " " in uri:
+        raise fail("contains spaces or control characters")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError:
+        raise fail("is not a valid URI") from None
+    if "#" in uri:
+        raise fail("must not contain a fragment (RFC 6749 §3.1.2)")
+    if not parts.scheme:
+        raise fail("must be an absolute URI")
+    if parts.username is not None or parts.password is not None:
+        raise fail("must not contain a user name or password")
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise fail("has no host")
+        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+            raise fail("must use https (http only for a loopback address, RFC 8252 §7.3)")
+        return
+    if "." not in parts.scheme:
+        raise fail("uses a scheme that is neither https nor a private-use scheme named "
+                   "by a reversed domain, like com.example.app (RFC 8252 §7.1)")
+    if not parts.netloc and not parts.path.startswith("/"):
+        raise fail("must be absolute: a private-use URI looks like com.example.app:/callback")
+
+
+def check_response_types(response_types: object, grant_types: list[str]) -> list[str]:
+    """RFC 7591 §2.1: ``code`` is the response type of the ``authorization_code`` grant,
+    and each needs the other. Only ``code`` is supported (no implicit or hybrid flows)."""
+    if not isinstance(response_types, list) or not all(
+            isinstance(r, str) for r in response_types):
+        raise ValidationError("response_types must be a list of strings", "response_types")
+    unsupported = [r for r in response_types if r not in SUPPORTED_RESPONSE_TYPES]
+    if unsupported:
+        raise ValidationError(f"unsupported response type {unsupported[0][:40]!r}; only "
+                              "'code' is supported", "response_types")
+    if ("code" in response_types) != ("authorization_code" in grant_types):
+        raise ValidationError("response type 'code' and grant type 'authorization_code' go "
+                              "together (RFC 7591 §2.1)", "response_types")
+    return list(dict.fromkeys(response_types))
+
+
+def response_types_for(grant_types: list[str] | tuple[str, ...]) -> list[str]:
+    """The response types that are consistent with ``grant_types`` (RFC 7591 §2.1)."""
+    return ["code"] if "authorization_code" in grant_types else []
+
+
+def public_for_auth_method(method: object) -> bool:
+    """RFC 7591 §2: ``none`` is a public client; the secret methods a confidential one."""
+    if method not in AUTH_METHODS:
+        raise ValidationError(f"token_endpoint_auth_method must be one of "
+                              f"{', '.join(AUTH_METHODS)}", "token_endpoint_auth_method")
+    return method == "none"
+
+
+def has_admin_scope(scope: str | list[str] | tuple[str, ...]) -> bool:
+    tokens = scopes.parse(scope) if isinstance(scope, str) else list(scope)
+    return any(token.startswith(ADMIN_SCOPE_PREFIX) for token in tokens)
+
+
+def _check_types(spec: ClientSpec) -> None:
+    """Input from JSON may be of any type: refuse the wrong ones by name, before use."""
+    if not isinstance(spec.name, str):
+        raise ValidationError("name must be a string", "name")
+    if not isinstance(spec.scope, str):
+        raise ValidationError("scope must be a string of space-separated scopes", "scope")
+    for name in BOOL_FIELDS:
+        if not isinstance(getattr(spec, name), bool):
+            raise ValidationError(f"{name} must be true or false", name)
+    for name in LIST_FIELDS:
+        value = getattr(spec, name)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValidationError(f"{name} must be a list of strings", name)
+        if len(value) > MAX_URIS:
+            raise ValidationError(f"{name} may hold at most {MAX_URIS} entries", name)
+    for name in ("bind_ip", "on_binding_mismatch"):
+        if not isinstance(getattr(spec, name), str):
+            raise ValidationError(f"{name} must be a string", name)
+    for name, (low, high) in TTL_FIELDS.items():
+        value = getattr(spec, name)
+        if value is None and name == "access_token_ttl":
+            continue  # the server's default
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValidationError(f"{name} must be a whole number of seconds from {low} to "
+                                  f"{high}", name)
+
+
+def _check_grant_types(spec: ClientSpec, grant_types: list[str]) -> None:
+    unknown = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
+    if unknown:
+        raise ValidationError(f"unsupported grant type {unknown[0][:40]!r}; supported: "
+                              f"{', '.join(SUPPORTED_GRANT_TYPES)}", "grant_types")
+    if spec.public and "client_credentials" in grant_types:
+        # RFC 6749 §4.4: the client credentials grant is for confidential clients only.
+        raise ValidationError("a public client cannot use client_credentials", "grant_types")
+    if "password" in grant_types and not spec.first_party:
+        # RFC 9700 §2.4: the password grant only for our own, trusted apps.
+        raise ValidationError("the password grant is only for first-party clients",
+                              "grant_types")
+    if "refresh_token" in grant_types and not set(SIGN_IN_GRANTS) & set(grant_types):
+        raise ValidationError("refresh_token needs authorization_code or password: only a "
+                              "sign-in issues refresh tokens", "grant_types")
+    if "authorization_code" in grant_types and not spec.redirect_uris:
+        raise ValidationError("the authorization_code grant needs at least one redirect URI",
+                              "redirect_uris")
+
+
+def validate_spec(spec: ClientSpec) -> ClientSpec:
+    """Check a registration; return it normalised, with defaults filled in.
+
+    Raises :class:`ValidationError` naming the first field that is wrong.
+    """
+    _check_types(spec)
+    name = spec.name.strip()
+    if not name or len(name) > MAX_NAME:
+        raise ValidationError(f"name must be 1 to {MAX_NAME} characters", "name")
+    if _has_control_characters(name):
+        raise ValidationError("name must not contain control characters", "name")
+    grant_types = list(dict.fromkeys(spec.grant_types)) or default_grant_types(spec)
+    _check_grant_types(spec, grant_types)
+    for uri in spec.redirect_uris:
+        check_redirect_uri(uri, "redirect_uris")
+    for uri in spec.post_logout_redirect_uris:
+        check_redirect_uri(uri, "post_logout_redirect_uris")
+    scope_tokens = scopes.parse(spec.scope)
+    if has_admin_scope(scope_tokens) and (spec.public or "client_credentials" not in grant_types
+                                          or set(SIGN_IN_GRANTS) & set(grant_types)):
+        # An admin token must stand for a machine the operator trusts, never for a user.
+        raise ValidationError(f"{ADMIN_SCOPE_PREFIX}* scopes are only for confidential clients "
+                              "that use client_credentials and no sign-in grant", "scope")
+    if spec.public and spec.allow_introspection:
+        raise ValidationError("only confidential clients may introspect tokens",
+                              "allow_introspection")
+    spec.binding()
+    return dataclasses.replace(
+        spec, name=name, grant_types=grant_types, scope=scopes.render(scope_tokens),
+        redirect_uris=list(dict.fromkeys(spec.redirect_uris)),
+        post_logout_redirect_uris=list(dict.fromkeys(spec.post_logout_redirect_uris)),
+    )

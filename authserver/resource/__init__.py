@@ -1,0 +1,56 @@
+"""Verify authserver access tokens in your API (resource server).
+
+Needs only PyJWT, cryptography and the standard library: no Flask, no database, none
+of the authorization server. Usage::
+
+    from authserver.resource import TokenVerifier, require_token
+
+    verifier = TokenVerifier(issuer="https://auth.example.com",
+                             audience="https://auth.example.com")
+    claims = verifier.verify(token)        # AccessTokenClaims, or raises InvalidToken
+
+    @app.get("/orders")
+    @require_token(verifier, scope="orders:read")   # Flask; 401/403 per RFC 6750 §3
+    def orders(): ...
+
+See the README, "Verifying tokens in your API".
+"""
+
+from __future__ import annotations
+
+from .bearer import authenticate, challenges, parse_authorization
+from .claims import AccessTokenClaims
+from .decorators import current_token, require_token
+from .dpop import DPoPVerifier, MemoryReplayStore
+from .errors import (
+    ExpiredToken,
+    InsufficientScope,
+    InvalidAlgorithm,
+    InvalidAudience,
+    InvalidClaims,
+    InvalidDPoPProof,
+    InvalidIssuer,
+    InvalidRequest,
+    InvalidSignature,
+    InvalidToken,
+    InvalidTokenType,
+    MalformedToken,
+    MissingToken,
+    NotYetValid,
+    TokenInactive,
+    UnknownKey,
+    VerifierUnavailable,
+)
+from .http import HttpClient, HttpResponse, UrllibClient
+from .introspection import IntrospectionVerifier
+from .verifier import TokenVerifier
+
+__all__ = [
+    "AccessTokenClaims", "DPoPVerifier", "ExpiredToken", "HttpClient", "HttpResponse",
+    "InsufficientScope", "IntrospectionVerifier", "InvalidAlgorithm", "InvalidAudience",
+    "InvalidClaims", "InvalidDPoPProof", "InvalidIssuer", "InvalidRequest",
+    "InvalidSignature", "InvalidToken", "InvalidTokenType", "MalformedToken",
+    "MemoryReplayStore", "MissingToken", "NotYetValid", "TokenInactive", "TokenVerifier",
+    "UnknownKey", "UrllibClient", "VerifierUnavailable", "authenticate", "challenges",
+    "current_token", "parse_authorization", "require_token",
+]
