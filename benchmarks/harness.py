@@ -436,6 +436,7 @@ def server(workdir: Path, database_url: str, *, workers: int | None = None,
     try:
         _wait_ready(srv, start_timeout)
         srv.workers = _announced_workers(srv) or len(srv.worker_pids()) or None
+        srv.threads = _announced_threads(srv) or srv.threads
         yield srv
     finally:
         srv.stop()
@@ -454,7 +455,13 @@ def _die_with_parent() -> None:
 
 def _announced_workers(srv: Server) -> int | None:
     """The worker count ``authserver serve`` announced on start-up."""
-    match = re.search(r"\((\d+) workers\)", srv.log_tail(200))
+    match = re.search(r"\((\d+) workers", srv.log_tail(200))
+    return int(match.group(1)) if match else None
+
+
+def _announced_threads(srv: Server) -> int | None:
+    """The threads per worker ``authserver serve`` announced on start-up."""
+    match = re.search(r"x (\d+) threads\)", srv.log_tail(200))
     return int(match.group(1)) if match else None
 
 

@@ -285,7 +285,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> BackendResult:
         result.alg = ",".join(server.algorithms)
         result.workers = server.workers
         result.threads = server.threads
-        result.worker_class = "gthread" if server.threads > 1 else "sync"
+        result.worker_class = "gthread"  # authserver serve never uses sync workers
         try:
             client_id = harness.register(server.env, workdir, args.reuse_grace)
             spares = args.spares if args.spares is not None else max(2, args.concurrency // 4)
@@ -491,7 +491,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None,
                         help="gunicorn workers (default: authserver serve's own default)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads per worker; >1 uses gthread (default: serve's, 1)")
+                        help="threads per gthread worker (default: serve's, 4)")
     parser.add_argument("--client-processes", type=int, default=1,
                         help="load-generator processes sharing the chains (default 1)")
     parser.add_argument("--reuse-grace", type=int, default=10,

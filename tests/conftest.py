@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 
 from authserver.app import create_app
 from authserver.crypto.keystore import KeyStore
+from authserver.domain import passwords
 from authserver.extensions import db
 from authserver.storage.base import Base
 
@@ -89,6 +90,23 @@ def _overrides(url: str, keys_dir: Path, **extra: object) -> dict[str, object]:
         "log_level": "WARNING",
         **extra,
     }
+
+
+# The real hasher (argon2id with RFC 9106's parameters), kept for the test that checks them.
+PRODUCTION_PASSWORD_HASHER = passwords._hasher
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_argon2() -> Iterator[None]:
+    """argon2id with minimal cost in this process: the real parameters spend ~0.3 s per
+    sign-in here (hash + verify), which would double the suite's time. Server processes
+    the tests start keep the real parameters; ``test_passwords`` checks them."""
+    from argon2 import PasswordHasher
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+    passwords._hasher = cheap
+    yield
+    passwords._hasher = PRODUCTION_PASSWORD_HASHER
 
 
 @pytest.fixture(scope="session")

@@ -202,6 +202,9 @@ def test_a_tampered_redirect_uri_stops_on_our_error_page(browser, server, callba
     # Signing in first changes nothing: still our page, still no redirect.
     browser.get(f"{server.url}/login")
     sign_in(browser)
+    # The sign-in must land before the next navigation, or its redirect may overtake it.
+    WebDriverWait(browser, 15).until(
+        lambda d: d.find_element(By.TAG_NAME, "h1").text == "Hello, Alice Liddell")
     browser.get(authorization_url(server, app_client, redirect_uri, "v" * 43))
     assert wait_for(browser, "h1").text == "This sign-in link is not valid"
     assert callback.received == []

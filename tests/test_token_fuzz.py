@@ -19,11 +19,8 @@ import json
 from urllib.parse import quote_plus
 
 import pytest
-from argon2 import PasswordHasher
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
-from authserver.domain import passwords
 
 from .helpers import PASSWORD, basic
 
@@ -139,12 +136,8 @@ def token_requests(draw) -> tuple[list[tuple[str, str]], dict[str, object]]:
 
 
 @pytest.fixture
-def world(oauth, monkeypatch) -> World:
-    """Real clients, with cheap argon2 parameters (the fuzzing is not about password
-    hashing, and the default costs a third of a second per sign-in here)."""
-    cheap = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    monkeypatch.setattr(passwords, "_hasher", cheap)
-    monkeypatch.setattr(passwords, "_DUMMY_HASH", cheap.hash("not-a-real-password"))
+def world(oauth) -> World:
+    """Real clients (conftest makes argon2 cheap in this process)."""
     oauth.create_user()
     mobile = oauth.first_party_app(name="mobile", reuse_grace=2)
     web, secret = oauth.create_client(name="web", first_party=True, scope="read write")

@@ -15,6 +15,11 @@ from ..extensions import db
 from ..services import services
 from . import CliError, cli
 
+# Several threads per worker: a browser opens speculative connections that may send nothing
+# for seconds (preconnect). Each one holds a thread until gunicorn gives up waiting on it
+# (5 s), so with one thread per worker two idle sockets would stall every request.
+DEFAULT_THREADS = 4
+
 
 def _default_workers() -> int:
     return max(2, min(8, 2 * (os.cpu_count() or 1)))
@@ -59,20 +64,22 @@ def _preflight() -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=_default_workers, show_default="2 x cores, 2 to 8",
               type=click.IntRange(1, 64), help="Worker processes.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Threads per worker.")
+@click.option("--threads", default=DEFAULT_THREADS, show_default=True,
+              type=click.IntRange(1, 64), help="Threads per worker.")
 @with_appcontext
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the authorization server under gunicorn."""
     _preflight()
     click.echo(f"authserver: serving {services().settings.issuer} on http://{host}:{port} "
-               f"({workers} workers)", err=True)
+               f"({workers} workers x {threads} threads)", err=True)
     _Gunicorn(
         {
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "workers": workers,
             "threads": threads,
-            "worker_class": "gthread" if threads > 1 else "sync",
+            # gthread, never sync: a sync worker is pinned by an idle browser socket until
+            # its 30 s timeout, and idle keep-alive connections wait in gthread's selector.
+            "worker_class": "gthread",
             "proc_name": "authserver",
             "graceful_timeout": 10,
             "timeout": 30,

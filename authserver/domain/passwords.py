@@ -6,9 +6,17 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()  # argon2id
-# Verified when the user does not exist, so that a missing user costs as long as a
-# wrong password and user names cannot be probed by timing.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+_dummy: tuple[PasswordHasher, str] | None = None
+
+
+def _dummy_hash() -> str:
+    """Verified when the user does not exist, so that a missing user costs as long as a
+    wrong password and user names cannot be probed by timing. Made on first use (hashing
+    costs ~0.15 s, which every CLI command would otherwise pay at import)."""
+    global _dummy
+    if _dummy is None or _dummy[0] is not _hasher:
+        _dummy = (_hasher, _hasher.hash("not-a-real-password"))
+    return _dummy[1]
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
@@ -21,7 +29,7 @@ def hash_password(password: str) -> str:
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """True when ``password`` matches; always spends one argon2 verification."""
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
