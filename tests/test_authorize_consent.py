@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
+import pytest
 from sqlalchemy import select
 
 from authserver.extensions import db
@@ -151,6 +154,24 @@ def test_a_sign_in_long_ago_does_not_satisfy_prompt_login(person, spa, clock):
     clock.advance(3600)
     params, _ = start(spa, prompt="login")
     assert is_login_redirect(person.authorize(**params))
+
+
+@pytest.mark.parametrize("ask", [{"prompt": "login"}, {"max_age": "0"}, {"max_age": "1"}],
+                         ids=["prompt-login", "max_age-0", "max_age-1"])
+def test_a_sign_in_made_for_something_else_is_not_fresh(person, spa, clock, ask):
+    """Only the request that sent the person to the sign-in page counts it as fresh."""
+    person.login()  # directly, seconds ago
+    clock.advance(3)
+    params, _ = start(spa, **ask)
+    assert is_login_redirect(person.authorize(**params))
+    # Neither does a sign-in made for another authorization request.
+    other, _ = start(spa, **ask, state="other")
+    person.login(next_url="/oauth/authorize?" + urlencode(other))
+    clock.advance(3)
+    assert is_login_redirect(person.authorize(**params))
+    # The request that sent the person to sign in does.
+    person.login(next_url="/oauth/authorize?" + urlencode(params))
+    assert not is_login_redirect(person.authorize(**params))
 
 
 def test_max_age(person, spa, clock):

@@ -129,6 +129,36 @@ def test_sign_in_without_a_proof_gives_bearer_tokens(oauth, app, app_client):
     assert families(app)[0].dpop_jkt is None
 
 
+def test_the_first_refresh_with_a_proof_binds_an_unbound_family(oauth, app, app_client, key):
+    """RFC 9449 §5: a public client's refresh token issued in answer to a proof is bound to
+    its key, also when the sign-in carried none. The stolen token is then useless without
+    the key, and another key is a binding mismatch."""
+    first = sign_in(oauth, app_client).get_json()
+    upgraded = refresh(oauth, app_client, first["refresh_token"], key.proof())
+    assert upgraded.status_code == 200, upgraded.get_json()
+    body = upgraded.get_json()
+    assert body["token_type"] == "DPoP"
+    assert oauth.verify_access_token(body["access_token"])["cnf"] == {"jkt": key.jkt}
+    (family,) = families(app)
+    assert family.dpop_jkt == key.jkt
+    (bound_event,) = events(app, "family_bound_to_dpop_key")
+    assert bound_event.detail["device"]["dpop_jkt"] == key.jkt
+
+    assert_oauth_error(refresh(oauth, app_client, body["refresh_token"]), "invalid_grant")
+    assert families(app)[0].revoke_reason == "binding_mismatch"
+
+
+def test_a_confidential_clients_family_stays_unbound_on_refresh(oauth, app, key):
+    oauth.create_user()
+    web, secret = oauth.create_client(name="web", first_party=True, scope="read")
+    first = sign_in(oauth, web, secret=secret).get_json()
+    again = refresh(oauth, web, first["refresh_token"], key.proof(), secret=secret)
+    assert again.status_code == 200 and again.get_json()["token_type"] == "DPoP"
+    assert families(app)[0].dpop_jkt is None
+    third = refresh(oauth, web, again.get_json()["refresh_token"], secret=secret)
+    assert third.status_code == 200 and third.get_json()["token_type"] == "Bearer"
+
+
 def test_missing_proof_on_a_bound_family_is_refused_and_revokes_it(oauth, app, app_client, key,
                                                                    bound):
     assert_oauth_error(refresh(oauth, app_client, bound["refresh_token"]), "invalid_grant")

@@ -76,13 +76,31 @@ def test_a_hint_for_another_user_asks_before_signing_out(oauth, person, spa, sig
         assert db.session.get(TokenFamily, sid_of(oauth, signed_in)).revoke_reason == "logout"
 
 
-def test_a_hint_without_a_browser_session_revokes_the_app_sign_in(oauth, signed_in, app):
+def test_a_hint_without_a_browser_session_asks_first(oauth, signed_in, app):
+    """§2: the hint belongs to no sign-in of this browser, so the OP MUST ask. A leaked ID
+    token in a link or an <img> therefore ends nothing; a click on "Sign out" does."""
     stranger = BrowserActions(app.test_client())
-    response = stranger.client.get("/logout", query_string={
-        "id_token_hint": signed_in["id_token"], "post_logout_redirect_uri": LOGOUT_RETURN})
-    assert response.status_code == 303
+    query = {"id_token_hint": signed_in["id_token"], "post_logout_redirect_uri": LOGOUT_RETURN}
+    page = stranger.client.get("/logout", query_string=query)
+    assert page.status_code == 200 and b"Sign out?" in page.data
     with app.app_context():
-        assert db.session.get(TokenFamily, sid_of(oauth, signed_in)).revoked_at is not None
+        assert db.session.get(TokenFamily, sid_of(oauth, signed_in)).revoked_at is None
+    done = stranger.client.post("/logout", data=form_fields(page.get_data(as_text=True)))
+    assert done.status_code == 303 and done.headers["Location"] == LOGOUT_RETURN
+    with app.app_context():
+        assert db.session.get(TokenFamily, sid_of(oauth, signed_in)).revoke_reason == "logout"
+
+
+def test_a_hint_from_another_browser_of_the_same_user_asks_first(oauth, signed_in, spa, app):
+    """Signed in as the same person, but the ID token names a sign-in made elsewhere."""
+    laptop = BrowserActions(app.test_client())
+    laptop.login()
+    page = laptop.client.get("/logout", query_string={
+        "id_token_hint": signed_in["id_token"], "post_logout_redirect_uri": LOGOUT_RETURN})
+    assert page.status_code == 200 and b"Sign out?" in page.data
+    with app.app_context():
+        assert db.session.get(TokenFamily, sid_of(oauth, signed_in)).revoked_at is None
+    assert b"Hello" in laptop.client.get("/").data  # still signed in
 
 
 def test_an_expired_hint_is_still_accepted(oauth, person, signed_in, clock):

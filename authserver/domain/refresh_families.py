@@ -257,8 +257,25 @@ def rotate(
             expires_at=_expiry(now, client.refresh_idle_ttl, row.family_expires_at),
         )
     )
+    if row.dpop_jkt is None and context.dpop_jkt and client.public:
+        _bind_family_to_key(session, row.family_id, row.user_id, client, context, now)
     session.commit()
     return body
+
+
+def _bind_family_to_key(session: Session, family_id: str, user_id: int, client: ClientRecord,
+                        context: DeviceContext, now: dt.datetime) -> None:
+    """RFC 9449 §5: a public client's refresh token issued in answer to a DPoP proof is
+    bound to the proof's key. A family signed in without a proof is bound by its first
+    refresh with one; from then on every refresh needs that key."""
+    session.execute(
+        update(TokenFamily)
+        .where(TokenFamily.id == family_id, TokenFamily.dpop_jkt.is_(None))
+        .values(dpop_jkt=context.dpop_jkt)
+    )
+    audit.record(session, audit.FAMILY_BOUND_TO_DPOP_KEY, user_id=user_id,
+                 client_id=client.client_id, family_id=family_id, now=now,
+                 device=context.describe())
 
 
 def _binding_mismatch(session: Session, family_id: str, user_id: int, client: ClientRecord,

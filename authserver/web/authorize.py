@@ -22,7 +22,13 @@ from ..extensions import db
 from ..services import services
 from ..storage.models import LoginSession
 from . import bp
-from .security import FRESH_LOGIN, check_csrf, current_login
+from .security import (
+    AUTHORIZE_PATH,
+    FRESH_LOGIN,
+    authorization_request_digest,
+    check_csrf,
+    current_login,
+)
 
 DECISION_FIELDS = ("decision", "csrf_token")
 # How long after signing in a browser counts as "just signed in" for prompt=login and
@@ -68,19 +74,21 @@ def _request_params() -> dict[str, list[str]]:
     return {k: source.getlist(k) for k in source if k not in DECISION_FIELDS}
 
 
-def _fresh(login: LoginSession) -> bool:
-    """This browser signed in just now, on the way back to this request."""
-    if session.get(FRESH_LOGIN) != login.id:
+def _fresh(login: LoginSession, params: dict[str, list[str]]) -> bool:
+    """This browser signed in just now, on the sign-in page that this very request sent
+    it to. A sign-in made for anything else never satisfies prompt=login or max_age."""
+    marker = session.get(FRESH_LOGIN)
+    if marker != [login.id, authorization_request_digest(params)]:
         return False
     return (services().clock() - login.auth_time).total_seconds() <= FRESH_SECONDS
 
 
-def _needs_login(req: AuthorizationRequest) -> bool:
+def _needs_login(req: AuthorizationRequest, params: dict[str, list[str]]) -> bool:
     """No sign-in, or prompt=login / max_age (OIDC Core §3.1.2.1) ask for a fresh one."""
     login = current_login()
     if login is None:
         return True
-    if _fresh(login[0]):
+    if _fresh(login[0], params):
         return False
     if "login" in req.prompt or req.max_age == 0:  # max_age=0 is prompt=login
         return True
@@ -106,7 +114,7 @@ def _needs_consent(req: AuthorizationRequest, user_id: int) -> bool:
 def _authorize_url(params: dict[str, list[str]], drop: tuple[str, ...] = ()) -> str:
     query = urlencode([(k, v) for k, values in params.items() if k not in drop
                        for v in values])
-    return "/oauth/authorize?" + query
+    return f"{AUTHORIZE_PATH}?{query}"
 
 
 def _login_redirect(params: dict[str, list[str]], req: AuthorizationRequest | None = None
@@ -145,7 +153,7 @@ def authorize() -> Response | tuple[str, int]:
     if request.method == "POST" and "decision" in request.form:
         return _decide(req, params)
 
-    if _needs_login(req):
+    if _needs_login(req, params):
         if "none" in req.prompt:
             return _deny(req, "login_required", "the user is not signed in")
         return _login_redirect(params, req)

@@ -12,6 +12,7 @@ from ..domain import audit, login_sessions, redirect_uris, refresh_families, ses
 from ..domain.clients import ClientRecord
 from ..extensions import db
 from ..services import services
+from ..storage.models import LoginSession, TokenFamily, User
 from . import bp
 from .security import check_csrf, current_login, safe_next, sign_in, sign_out
 
@@ -48,7 +49,7 @@ def login() -> str | BaseResponse | tuple[str, int]:
     row = login_sessions.start(db.session, user, user_agent=request.user_agent.string,
                                ip=request.remote_addr, now=services().clock())
     db.session.commit()
-    sign_in(row)
+    sign_in(row, next_url)
     return redirect(next_url, code=303)
 
 
@@ -69,6 +70,21 @@ def _client_from_id_token_hint(hint: str) -> tuple[ClientRecord | None, dict | N
             or not isinstance(claims.get("sub"), str) or len(audience) > 64:
         return None, None
     return svc.clients.get(audience), claims
+
+
+def _hint_names_this_browser(claims: dict | None,
+                             login: tuple[LoginSession, User] | None) -> bool:
+    """The ID token is of an application sign-in made in this browser by the person signed
+    in here. Only then may a plain GET sign out without asking (RP-Initiated Logout 1.0
+    §2: the OP MUST ask when the hint does not belong to the current OP session). A hint
+    alone, which travels in URLs, never ends a session without a click."""
+    if claims is None or login is None or login[1].subject != claims.get("sub"):
+        return False
+    sid = claims.get("sid")
+    if not isinstance(sid, str):
+        return False
+    family = db.session.get(TokenFamily, sid[:43])
+    return family is not None and family.login_session_id == login[0].id
 
 
 def _error_page(message: str) -> tuple[str, int]:
@@ -108,7 +124,7 @@ def logout() -> str | BaseResponse | tuple[str, int]:
     login = current_login()
     if request.method == "POST":
         check_csrf()
-    elif claims is None or (login is not None and login[1].subject != claims["sub"]):
+    elif not _hint_names_this_browser(claims, login):
         return render_template("logout.html", user=login[1] if login else None,
                                post_logout_redirect_uri=post_logout, state=state,
                                client=client, id_token_hint=hint if claims else None)

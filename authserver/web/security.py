@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from flask import abort, g, make_response, render_template, request, session
 from werkzeug.wrappers import Response
@@ -15,7 +17,10 @@ from ..storage.models import LoginSession, User
 from . import bp
 
 SESSION_KEY = "login"
-FRESH_LOGIN = "fresh_login"  # set by a sign-in; lets prompt=login / max_age go through once
+# Set by a sign-in that an authorization request sent the person to: [sign-in id, digest of
+# that request]. That one request may then pass prompt=login / max_age, once.
+FRESH_LOGIN = "fresh_login"
+AUTHORIZE_PATH = "/oauth/authorize"
 
 # Pages that take a password or a decision must never be framed (clickjacking) or cached.
 _PAGE_HEADERS = {
@@ -62,11 +67,23 @@ def current_login() -> tuple[LoginSession, User] | None:
     return g.login
 
 
-def sign_in(login: LoginSession) -> None:
-    """Bind the browser to a new sign-in; a fresh CSRF token defeats session fixation."""
+def authorization_request_digest(params: Mapping[str, list[str]]) -> str:
+    """Names one authorization request whatever the order of its parameters."""
+    pairs = sorted((k, v) for k, values in params.items() for v in values)
+    return hashlib.sha256(urlencode(pairs).encode()).hexdigest()
+
+
+def sign_in(login: LoginSession, next_url: str) -> None:
+    """Bind the browser to a new sign-in; a fresh CSRF token defeats session fixation.
+
+    When the sign-in page was shown for an authorization request (``next_url``), that
+    request, and no other, counts the sign-in as fresh (``authorize._fresh``)."""
     session.clear()
     session[SESSION_KEY] = login.id
-    session[FRESH_LOGIN] = login.id
+    target = urlsplit(next_url)
+    if target.path == AUTHORIZE_PATH:
+        params = parse_qs(target.query, keep_blank_values=True)
+        session[FRESH_LOGIN] = [login.id, authorization_request_digest(params)]
     session["csrf"] = secrets.token_urlsafe(32)
     g.pop("login", None)
 
