@@ -153,6 +153,24 @@ def test_userinfo_refuses_bad_tokens(oauth, tokens, subtests):
             assert challenge.startswith("Bearer")
             if error:
                 assert f'error="{error}"' in challenge
+            else:  # RFC 6750 §3.1: no error code without credentials; DPoP offered too
+                assert "error=" not in challenge and 'DPoP algs="' in challenge
+
+
+def test_userinfo_refuses_a_token_sent_twice(oauth, tokens):
+    """RFC 6750 §2: one method only; more is invalid_request (§3.1: 400)."""
+    response = oauth.client.post(
+        "/oauth/userinfo", data={"access_token": tokens["access_token"]},
+        headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert response.status_code == 400
+    assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
+
+
+def test_discovery_lists_no_userinfo_signing(client):
+    """UserInfo answers plain JSON, never a signed JWT: the member is left out."""
+    document = client.get("/.well-known/openid-configuration").get_json()
+    assert "userinfo_signing_alg_values_supported" not in document
+    assert document["userinfo_endpoint"].endswith("/oauth/userinfo")
 
 
 def test_userinfo_needs_the_openid_scope(oauth):

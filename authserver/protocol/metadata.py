@@ -49,7 +49,6 @@ def openid_configuration(settings: Settings) -> dict[str, Any]:
         {
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": published_algorithms(settings.keys_dir),
-            "userinfo_signing_alg_values_supported": [],
             "claims_supported": [
                 "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",
                 "name", "preferred_username", "email", "email_verified",

@@ -32,18 +32,29 @@ def _token_from_request() -> tuple[str | None, str]:
     scheme, _, value = header.partition(" ")
     if scheme.lower() in ("bearer", "dpop") and value.strip():
         return value.strip(), "DPoP" if scheme.lower() == "dpop" else "Bearer"
+    return _form_token(), "Bearer"
+
+
+def _form_token() -> str | None:
+    """RFC 6750 §2.2: the ``access_token`` form parameter of a POST."""
     if request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
-        return request.form.get("access_token"), "Bearer"  # RFC 6750 §2.2
-    return None, "Bearer"
+        return request.form.get("access_token")
+    return None
 
 
 @bp.route("/oauth/userinfo", methods=["GET", "POST"])
 def userinfo() -> Response:
     token, scheme = _token_from_request()
     if not token:
-        return json_response({"error": "invalid_request",
-                              "error_description": "a Bearer access token is required"},
-                             401, {"WWW-Authenticate": 'Bearer realm="userinfo"'})
+        # RFC 6750 §3.1: no error code in the challenge of a request without credentials;
+        # RFC 9449 §7.1: offer the DPoP scheme too.
+        challenge = f'Bearer realm="userinfo", DPoP algs="{" ".join(dpop.ALGORITHMS)}"'
+        return json_response({"error": "invalid_token",
+                              "error_description": "an access token is required"},
+                             401, {"WWW-Authenticate": challenge, "Cache-Control": "no-store"})
+    if request.headers.get("Authorization") and _form_token():
+        # RFC 6750 §2: a client MUST NOT use more than one method to send the token.
+        return _bearer_error(400, "invalid_request", "the access token was sent twice")
     svc = services()
     try:
         verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
@@ -53,7 +64,10 @@ def userinfo() -> Response:
     bound_to = (verified.claims.get("cnf") or {}).get("jkt")
     if bound_to is not None or scheme == "DPoP":
         # RFC 9449 §7: a bound token needs the DPoP scheme and a proof by its key, with ath.
-        if scheme != "DPoP" or bound_to is None:
+        if bound_to is None:
+            return _bearer_error(401, "invalid_token",
+                                 "the token is not DPoP-bound: use the Bearer scheme")
+        if scheme != "DPoP":
             return _bearer_error(401, "invalid_token", "the token is DPoP-bound: use DPoP",
                                  "DPoP")
         # End the read transaction first: the replay cache writes on its own connection, and
