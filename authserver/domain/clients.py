@@ -297,16 +297,22 @@ class ClientCache:
         self._lock = threading.Lock()
 
     def get(self, client_id: str) -> ClientRecord | None:
-        now = time.monotonic()
         entry = self._entries.get(client_id)
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > time.monotonic():
             return entry[1]
+        return self.reload(client_id)
+
+    def reload(self, client_id: str) -> ClientRecord | None:
+        """The record as stored now (and cached from now on)."""
+        now = time.monotonic()
         record = self._load(client_id)
-        if record is not None and self.ttl > 0:
-            with self._lock:
-                if len(self._entries) > 10_000:
-                    self._entries.clear()
-                self._entries[client_id] = (now + self.ttl, record)
+        with self._lock:
+            if record is None or self.ttl <= 0:
+                self._entries.pop(client_id, None)
+                return record
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[client_id] = (now + self.ttl, record)
         return record
 
     def forget(self, client_ids: Iterable[str] | None = None) -> None:

@@ -51,10 +51,14 @@ def parse_basic(header: str) -> tuple[str, str]:
 def authenticate_client(
     headers: dict[str, str] | object, form: dict[str, str] | object,
     lookup: Callable[[str], ClientRecord | None], now: dt.datetime | None = None,
+    reload: Callable[[str], ClientRecord | None] | None = None,
 ) -> tuple[ClientRecord, str]:
     """Return the authenticated client and the method it used, or raise an OAuth error.
 
     ``now`` (the app's clock) decides whether a rotated-out secret is still in its overlap.
+    When ``lookup`` is a cache, ``reload`` reads the stored record: a failure against a
+    cached record is checked once more against it, so a secret rotated or a client enabled
+    by another process works at once.
     """
     auth = headers.get("Authorization")  # type: ignore[attr-defined]
     body_id = form.get("client_id") or None  # type: ignore[attr-defined]
@@ -80,7 +84,18 @@ def authenticate_client(
     else:
         raise _fail("client authentication is required")
 
-    client = lookup(client_id) if _CLIENT_ID.fullmatch(client_id) else None
+    if not _CLIENT_ID.fullmatch(client_id):
+        raise _fail()
+    try:
+        return _verified(lookup(client_id), method, secret, now), method
+    except InvalidClientError:
+        if reload is None:
+            raise
+    return _verified(reload(client_id), method, secret, now), method
+
+
+def _verified(client: ClientRecord | None, method: str, secret: str | None,
+              now: dt.datetime | None) -> ClientRecord:
     if client is None or not client.active:
         raise _fail()
     if not client.check_endpoint_auth_method(method, "token"):
@@ -89,4 +104,4 @@ def authenticate_client(
         raise _fail("this client must authenticate with its client secret")
     if secret is not None and not client.check_client_secret(secret, now):
         raise _fail()
-    return client, method
+    return client

@@ -73,7 +73,9 @@ def _authenticated_request() -> tuple[ClientRecord, str] | Response:
     if problem is not None:
         return error_response(problem)
     try:
-        client, _ = authenticate_client(request.headers, request.form, services().clients.get)
+        clients = services().clients
+        client, _ = authenticate_client(request.headers, request.form, clients.get,
+                                        reload=clients.reload)
         token = request.form.get("token")
         if not token:
             raise oauth_error(InvalidRequestError, "missing 'token' parameter")

@@ -34,8 +34,15 @@ class AuthServer(AuthorizationServer):
     def authenticate_client(
         self, request: OAuth2Request, methods: Any, endpoint: str = "token"
     ) -> ClientRecord:
-        client, method = authenticate_client(request.headers, request.form, self.query_client,
-                                             now=services().clock())
+        # Only a refresh trusts the per-process cache: when a client is disabled or deleted
+        # its families are revoked in the same transaction, so a refresh with a stale record
+        # still fails. Every grant that starts a new sign-in reads the stored record, so no
+        # process mints a token for a client another process has just disabled.
+        lookup = (self.clients.get if request.form.get("grant_type") == "refresh_token"
+                  else self.clients.reload)
+        client, method = authenticate_client(request.headers, request.form, lookup,
+                                             now=services().clock(),
+                                             reload=self.clients.reload)
         request.auth_method = method
         return client
 
