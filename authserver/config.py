@@ -55,6 +55,9 @@ class Settings:
     redis_url: str = ""
     client_secret_overlap: int = 3600
     open_registration: bool = False
+    # What a client may give itself without an admin (open registration, or an update with
+    # its registration token): these scopes, plus any it was already granted.
+    open_registration_scopes: str = "openid profile email offline_access"
     dpop_nonce: bool = False
     log_level: str = "INFO"
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -76,6 +76,14 @@ def assert_bearer_error(response, status, error):
     return response
 
 
+def assert_no_credentials(response):
+    """RFC 6750 §3.1: 401 and a challenge without an error code when no token was sent."""
+    assert response.status_code == 401, response.get_data(True)
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer") and "error=" not in challenge
+    return response
+
+
 def introspect(oauth, token):
     resource, secret = oauth.create_client(name="Orders API", grant_types=["client_credentials"],
                                            allow_introspection=True)
@@ -292,10 +300,16 @@ def test_an_invalid_update_changes_nothing(oauth, admin, app):
 
 # -- who may call --------------------------------------------------------------------------------
 def test_no_token_or_a_bad_one_is_401(oauth, app):
-    for headers in ({}, bearer("not-a-token"), {"Authorization": "Basic abc"},
-                    bearer("reg_" + "x" * 43)):
+    for headers in ({}, {"Authorization": "Basic abc"}):
+        assert_no_credentials(oauth.client.post("/oauth/register", json=MACHINE,
+                                                headers=headers))
+    for headers in (bearer("not-a-token"), bearer("reg_" + "x" * 43), bearer("x" * 9000)):
         response = oauth.client.post("/oauth/register", json=MACHINE, headers=headers)
         assert_bearer_error(response, 401, "invalid_token")
+    for header in ("Bearer", "Bearer a b"):  # malformed: RFC 6750 §3.1 invalid_request
+        response = oauth.client.post("/oauth/register", json=MACHINE,
+                                     headers={"Authorization": header})
+        assert_bearer_error(response, 400, "invalid_request")
     assert count_clients(app) == 0
 
 
@@ -439,7 +453,7 @@ def test_a_disabled_clients_registration_token_is_refused(oauth, admin):
 # -- open registration ------------------------------------------------------------------------
 def test_open_registration_is_off_by_default(oauth, app):
     assert app.extensions["authserver"].settings.open_registration is False
-    assert_bearer_error(register(oauth, None, WEB_APP), 401, "invalid_token")
+    assert_no_credentials(register(oauth, None, WEB_APP))
     assert count_clients(app) == 0
 
 
@@ -455,17 +469,51 @@ def test_open_registration_when_on_is_unprivileged(oauth, app):
                             "scope": ADMIN_SCOPE}, "scope")]:
         response = register(oauth, None, {**WEB_APP, **change})
         assert_registration_error(response, "invalid_client_metadata", field)
-    # A token, if one is sent, must still be valid.
+    # Nor any scope beyond the open-registration ones (RFC 7591 §2).
+    response = register(oauth, None, {**WEB_APP, "scope": "openid read write"})
+    assert_registration_error(response, "invalid_client_metadata", "scope")
+    assert "'read write'" in response.get_json()["error_description"]
+    # A token, if one is sent, must still be valid: never read as "no token".
     assert_bearer_error(register(oauth, "garbage", WEB_APP), 401, "invalid_token")
-    for header in ("Basic Zm9vOmJhcg==", "Bearer", "Bearer " + "x" * 9000):
+    assert_no_credentials(oauth.client.post("/oauth/register", json=WEB_APP,
+                                            headers={"Authorization": "Basic Zm9vOmJhcg=="}))
+    for header in ("Bearer", "Bearer " + "x" * 9000):
         response = oauth.client.post("/oauth/register", json=WEB_APP,
                                      headers={"Authorization": header})
-        assert_bearer_error(response, 401, "invalid_token")
+        assert response.status_code in (400, 401)
     # Reading or changing a client still needs its registration token (or an admin).
     url = f"/oauth/register/{body['client_id']}"
-    assert_bearer_error(oauth.client.get(url), 401, "invalid_token")
-    assert_bearer_error(oauth.client.delete(url), 401, "invalid_token")
+    assert_no_credentials(oauth.client.get(url))
+    assert_no_credentials(oauth.client.delete(url))
     assert client_rows(app) == before
+
+
+@pytest.mark.parametrize("settings_overrides", [{"open_registration": True}])
+def test_a_client_cannot_widen_its_own_scopes(oauth, admin, app):
+    """With its registration token a client may keep what an admin gave it, and add
+    open-registration scopes, but not give itself another API's scope."""
+    body = registered(oauth, admin, {**MACHINE, "scope": "reports"})
+    cid, token = body["client_id"], body["registration_access_token"]
+    url = f"/oauth/register/{cid}"
+    kept = oauth.client.put(url, json={"client_id": cid, "scope": "reports openid"},
+                            headers=bearer(token))
+    assert kept.status_code == 200, kept.get_json()
+    widened = oauth.client.put(url, json={"client_id": cid, "scope": "reports payments"},
+                               headers=bearer(token))
+    assert_registration_error(widened, "invalid_client_metadata", "scope")
+
+
+@pytest.mark.parametrize("depth", [50, 20_000])
+def test_deeply_nested_json_is_invalid_metadata_not_a_500(oauth, admin, depth):
+    nested = "[" * depth + "]" * depth
+    headers = {**bearer(admin), "Content-Type": "application/json"}
+    created = registered(oauth, admin, MACHINE)
+    cid = created["client_id"]
+    for method, url in (("post", "/oauth/register"), ("put", f"/oauth/register/{cid}"),
+                        ("post", f"/oauth/register/{cid}/secret")):
+        response = getattr(oauth.client, method)(url, data=nested, headers=headers)
+        assert response.status_code == 400, (url, response.get_data(True)[:200])
+        assert response.get_json()["error"] == "invalid_client_metadata"
 
 
 # -- secret rotation --------------------------------------------------------------------------

@@ -67,9 +67,20 @@ class Denied(Exception):
         self.scheme = scheme
 
 
-def _error(status: int, error: str, description: str, scheme: str = "Bearer") -> Response:
+NO_CREDENTIALS = ""  # Denied.error of a request that sent no token (RFC 6750 §3.1)
+
+
+def _error(status: int, error: str, description: str, scheme: str = "Bearer",
+           challenge: bool = False) -> Response:
+    """The JSON error; with ``challenge`` (every 401 and 403, and a malformed
+    ``Authorization`` header) also the RFC 6750 §3 ``WWW-Authenticate`` header."""
     headers = dict(NO_STORE)
-    if status in (401, 403):
+    if error == NO_CREDENTIALS:
+        # RFC 6750 §3.1: no error code when the request had no authentication at all.
+        headers["WWW-Authenticate"] = 'Bearer realm="registration"'
+        return json_response({"error": "invalid_token", "error_description": description},
+                             status, headers)
+    if challenge or status in (401, 403):
         challenge = f'{scheme} realm="registration", error="{error}"'
         if error == "insufficient_scope":
             challenge += f', scope="{ADMIN_SCOPE}"'
@@ -79,8 +90,17 @@ def _error(status: int, error: str, description: str, scheme: str = "Bearer") ->
     return json_response({"error": error, "error_description": description}, status, headers)
 
 
+def _json_body() -> Any:
+    """The JSON request body, or None when it is missing or not JSON. Nesting too deep for
+    the parser is not JSON either (it raises RecursionError, not a decoding error)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
+
+
 def _denied(exc: Denied) -> Response:
-    return _error(exc.status, exc.error, exc.description, exc.scheme)
+    return _error(exc.status, exc.error, exc.description, exc.scheme, challenge=True)
 
 
 def _credential() -> tuple[str, str] | None:
@@ -92,16 +112,24 @@ def _credential() -> tuple[str, str] | None:
         return None
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    if scheme.lower() in ("bearer", "dpop") and token and len(token) <= 8192:
-        return token, "DPoP" if scheme.lower() == "dpop" else "Bearer"
-    raise Denied(401, "invalid_token", "send the token as: Authorization: Bearer <token>")
+    if scheme.lower() not in ("bearer", "dpop"):
+        # Another scheme (Basic, ...) carries no token for us: a plain challenge (§3.1).
+        raise Denied(401, NO_CREDENTIALS, "send the token as: Authorization: Bearer <token>")
+    if not token or " " in token:
+        # RFC 6750 §3.1: a malformed request is invalid_request (400).
+        raise Denied(400, "invalid_request", "send the token as: Authorization: Bearer <token>")
+    if len(token) > 8192:
+        raise Denied(401, "invalid_token", "the token is too long")
+    return token, "DPoP" if scheme.lower() == "dpop" else "Bearer"
 
 
 def _check_dpop(token: str, scheme: str, bound_to: str | None) -> None:
     """RFC 9449 §7: a DPoP-bound token needs the DPoP scheme and a proof by its key."""
     if bound_to is None and scheme != "DPoP":
         return
-    if scheme != "DPoP" or bound_to is None:
+    if bound_to is None:
+        raise Denied(401, "invalid_token", "the token is not DPoP-bound: use the Bearer scheme")
+    if scheme != "DPoP":
         raise Denied(401, "invalid_token", "the token is DPoP-bound: use the DPoP scheme",
                      "DPoP")
     svc = services()
@@ -165,7 +193,7 @@ def _authorise(client_id: str | None) -> Caller:
     if credential is None:
         if client_id is None and services().settings.open_registration:
             return Caller(admin=False, actor="open registration")
-        raise Denied(401, "invalid_token", "a Bearer access token is required")
+        raise Denied(401, NO_CREDENTIALS, "a Bearer access token is required")
     token, scheme = credential
     if token.startswith(domain_clients.REGISTRATION_TOKEN_PREFIX):
         return _own_client(token, scheme, client_id)
@@ -204,13 +232,24 @@ def spec_from_metadata(body: Any, base: ClientSpec | None = None) -> ClientSpec:
 
 
 def _privileged_change(spec: ClientSpec, base: ClientSpec | None) -> ValidationError | None:
-    """What a non-admin may not set: the privileged flags, or an admin scope."""
+    """What a non-admin may not set: the privileged flags, an admin scope, or a scope
+    beyond the open-registration ones it does not have yet (RFC 7591 §2: the server may
+    restrict the scopes a client registers for; without this, open registration would
+    hand out every API's scope)."""
     for name in PRIVILEGED:
         if getattr(spec, name) != (getattr(base, name) if base else False):
             return ValidationError(f"only an admin may set {name}", name)
-    if isinstance(spec.scope, str) and rules.has_admin_scope(spec.scope.split()) and not (
-            base is not None and rules.has_admin_scope(base.scope.split())):
+    if not isinstance(spec.scope, str):
+        return None
+    had = set(base.scope.split()) if base is not None and isinstance(base.scope, str) else set()
+    if rules.has_admin_scope(spec.scope.split()) and not rules.has_admin_scope(list(had)):
         return ValidationError("only an admin may grant admin scopes", "scope")
+    allowed = had | set(services().settings.open_registration_scopes.split())
+    beyond = sorted(set(spec.scope.split()) - allowed)
+    if beyond:
+        return ValidationError(
+            f"only an admin may grant {' '.join(beyond)[:200]!r}; without one a client may "
+            f"register for {' '.join(sorted(allowed))!r}", "scope")
     return None
 
 
@@ -253,7 +292,7 @@ def register() -> Response:
     except Denied as exc:
         return _denied(exc)
     try:
-        spec = spec_from_metadata(request.get_json(silent=True))
+        spec = spec_from_metadata(_json_body())
         problem = None if caller.admin else _privileged_change(spec, None)
         if problem is not None:
             raise problem
@@ -307,7 +346,7 @@ def update(client_id: str) -> Response:
     if isinstance(found, Response):
         return found
     current, caller = found
-    body = request.get_json(silent=True)
+    body = _json_body()
     try:
         if not isinstance(body, dict):
             raise ValidationError("the request body must be a JSON object", "body")
@@ -362,7 +401,7 @@ def rotate(client_id: str) -> Response:
         return found
     record, caller = found
     svc = services()
-    body = request.get_json(silent=True) if request.get_data() else {}
+    body = _json_body() if request.get_data() else {}
     try:
         if not isinstance(body, dict):
             raise ValidationError("the request body must be a JSON object", "body")
