@@ -315,3 +315,20 @@ def _naive(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value.replace(microsecond=0)
+
+
+def test_a_public_clients_bare_refresh_names_its_client_through_the_token(oauth):
+    """RFC 6749 §6 asks only confidential clients to authenticate on refresh, and
+    requests-oauthlib's refresh_token() sends a public client's refresh without client_id."""
+    oauth.create_user()
+    mobile = oauth.first_party_app()
+    pair = oauth.login_pair(mobile)
+    bare = oauth.client.post("/oauth/token", data={"grant_type": "refresh_token",
+                                                   "refresh_token": pair["refresh_token"]})
+    assert bare.status_code == 200, bare.get_json()
+    claims = oauth.verify_access_token(bare.get_json()["access_token"])
+    assert claims["client_id"] == mobile.client_id
+    # It is still single use: the old token again (grace retry) gives the identical body.
+    again = oauth.client.post("/oauth/token", data={"grant_type": "refresh_token",
+                                                    "refresh_token": pair["refresh_token"]})
+    assert again.get_json() == bare.get_json()

@@ -181,6 +181,18 @@ _LOOKUP = (
 )
 
 
+def client_of(session: Session, presented: str | None) -> str | None:
+    """The client a refresh token was issued to, or None (unknown or not a token)."""
+    if not presented or not presented.startswith(creds.REFRESH_TOKEN_PREFIX) \
+            or len(presented) > 256:
+        return None
+    return session.scalar(
+        select(TokenFamily.client_id)
+        .join(RefreshToken, RefreshToken.family_id == TokenFamily.id)
+        .where(RefreshToken.token_digest == creds.digest(presented))
+    )
+
+
 def rotate(
     session: Session,
     *,

@@ -52,6 +52,7 @@ def authenticate_client(
     headers: dict[str, str] | object, form: dict[str, str] | object,
     lookup: Callable[[str], ClientRecord | None], now: dt.datetime | None = None,
     reload: Callable[[str], ClientRecord | None] | None = None,
+    implied_client_id: Callable[[], str | None] | None = None,
 ) -> tuple[ClientRecord, str]:
     """Return the authenticated client and the method it used, or raise an OAuth error.
 
@@ -59,6 +60,11 @@ def authenticate_client(
     When ``lookup`` is a cache, ``reload`` reads the stored record: a failure against a
     cached record is checked once more against it, so a secret rotated or a client enabled
     by another process works at once.
+
+    ``implied_client_id`` names the client when the request names none (a refresh token
+    knows its client). RFC 6749 §6 asks only confidential clients to authenticate on
+    refresh, and some libraries (requests-oauthlib) send a public client's refresh bare;
+    such a request is accepted as method ``none`` for a public client only.
     """
     auth = headers.get("Authorization")  # type: ignore[attr-defined]
     body_id = form.get("client_id") or None  # type: ignore[attr-defined]
@@ -82,7 +88,13 @@ def authenticate_client(
     elif body_id:
         client_id, secret, method = body_id, None, "none"
     else:
-        raise _fail("client authentication is required")
+        implied = implied_client_id() if implied_client_id is not None else None
+        if implied is None:
+            raise _fail("client authentication is required")
+        client = lookup(implied)
+        if client is None or not client.public:
+            raise _fail("client authentication is required")
+        client_id, secret, method = implied, None, "none"
 
     if not _CLIENT_ID.fullmatch(client_id):
         raise _fail()

@@ -7,7 +7,9 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
 
+from ..domain import refresh_families
 from ..domain.clients import ClientCache, ClientRecord
+from ..extensions import db
 from ..services import services
 from . import grants
 from .client_auth import authenticate_client
@@ -38,11 +40,13 @@ class AuthServer(AuthorizationServer):
         # its families are revoked in the same transaction, so a refresh with a stale record
         # still fails. Every grant that starts a new sign-in reads the stored record, so no
         # process mints a token for a client another process has just disabled.
-        lookup = (self.clients.get if request.form.get("grant_type") == "refresh_token"
-                  else self.clients.reload)
-        client, method = authenticate_client(request.headers, request.form, lookup,
-                                             now=services().clock(),
-                                             reload=self.clients.reload)
+        refreshing = request.form.get("grant_type") == "refresh_token"
+        lookup = self.clients.get if refreshing else self.clients.reload
+        client, method = authenticate_client(
+            request.headers, request.form, lookup, now=services().clock(),
+            reload=self.clients.reload,
+            implied_client_id=(lambda: refresh_families.client_of(
+                db.session, request.form.get("refresh_token"))) if refreshing else None)
         request.auth_method = method
         return client
 
