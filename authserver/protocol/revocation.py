@@ -21,6 +21,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
 from flask import Response, request
 from sqlalchemy.exc import OperationalError
@@ -69,6 +70,12 @@ def _no_500(view: Callable[[], Response]) -> Callable[[], Response]:
 
 def _authenticated_request() -> tuple[ClientRecord, str] | Response:
     """RFC 6749 §2.3 client authentication, then the required ``token`` parameter."""
+    if not is_secure_transport(request.url):
+        # RFC 7009 §2 and RFC 7662 §4: TLS, as at the token endpoint (the same rule: in
+        # development, and for loopback addresses, plain http is allowed).
+        log.warning("%s: request over plain http refused", request.path)
+        return error_response(oauth_error(InvalidRequestError,
+                                          f"{request.path} must be called over https"))
     problem = check_token_request()
     if problem is not None:
         return error_response(problem)
