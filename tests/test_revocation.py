@@ -296,6 +296,21 @@ def test_introspection_of_expired_rotated_and_id_tokens(oauth, setup, clock):
     assert inspect(oauth, resource, secret, pair["access_token"]) == {"active": False}
 
 
+def test_an_access_token_outlives_no_session_that_reached_its_absolute_expiry(oauth, setup,
+                                                                              clock):
+    """The family's absolute lifetime ends the session, and with it its access tokens."""
+    _, resource, secret = setup
+    short = oauth.first_party_app(name="Kiosk", scope="read account", refresh_idle_ttl=60,
+                                  refresh_absolute_ttl=120)
+    pair = oauth.login_pair(short, scope="read account")
+    assert inspect(oauth, resource, secret, pair["access_token"])["active"] is True
+    clock.advance(121)  # the access token (900 s) has not expired; its session has
+    assert inspect(oauth, resource, secret, pair["access_token"]) == {"active": False}
+    api = oauth.client.get("/account/api/sessions",
+                           headers={"Authorization": f"Bearer {pair['access_token']}"})
+    assert api.status_code == 401
+
+
 def test_disabling_a_client_makes_its_tokens_inactive_at_once(oauth, setup, app):
     app_client, resource, secret = setup
     machine, machine_secret = oauth.create_client(name="Reports", scope="reports")

@@ -55,11 +55,14 @@ def verify(token: str, *, keys: KeyStore, issuer: str, session: Session,
     sid = claims.get("sid")
     if sid is not None:
         row = session.execute(
-            select(TokenFamily.revoked_at, User)
+            select(TokenFamily.revoked_at, TokenFamily.expires_at, User)
             .join(User, User.id == TokenFamily.user_id)
             .where(TokenFamily.id == str(sid))
         ).one_or_none()
-        if row is None or row.revoked_at is not None or not row.User.active:
+        # Revoked, past its absolute lifetime, or the user deactivated: the session is over,
+        # and so is every access token issued in it.
+        if row is None or row.revoked_at is not None or not row.User.active \
+                or (row.expires_at is not None and row.expires_at <= now):
             raise InvalidAccessToken("the session of this token has ended")
         user = row.User
     scope = tuple(str(claims.get("scope", "")).split())
