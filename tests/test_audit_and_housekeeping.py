@@ -354,6 +354,23 @@ def test_purge_keeps_rotated_tokens_of_live_sessions_for_the_retention(oauth, ap
     assert oauth.refresh(forever, pair.get_json()["refresh_token"]).status_code == 200
 
 
+def test_purge_never_takes_a_token_inside_its_grace_window(oauth, app, clock):
+    """Even with no retention, a retry inside the window still gets the identical body."""
+    oauth.create_user()
+    mobile = oauth.first_party_app(reuse_grace=10)
+    first = oauth.login_pair(mobile)
+    second = oauth.refresh(mobile, first["refresh_token"]).get_json()
+    clock.advance(1)
+    with app.app_context():
+        assert housekeeping.purge(db.session, retention_days=0, now=clock.now)[
+            "refresh_tokens"] == 0
+    assert oauth.refresh(mobile, first["refresh_token"]).get_json() == second
+    clock.advance(10)
+    with app.app_context():
+        assert housekeeping.purge(db.session, retention_days=0, now=clock.now)[
+            "refresh_tokens"] == 1
+
+
 def test_purge_deletes_old_codes_sign_ins_replay_rows_and_retry_responses(oauth, app, clock):
     oauth.create_user()
     web, _ = oauth.create_client(name="Web banking", redirect_uris=[REDIRECT], scope="read")

@@ -104,8 +104,10 @@ def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
         delete_families, "token_families", after_batch)
     counts["refresh_tokens"] += _walk(
         session, RefreshToken.id,
-        or_(RefreshToken.rotated_at < cutoff, RefreshToken.revoked_at < cutoff,
-            RefreshToken.expires_at < cutoff),
+        and_(or_(RefreshToken.rotated_at < cutoff, RefreshToken.revoked_at < cutoff,
+                 RefreshToken.expires_at < cutoff),
+             # Never a token inside its grace window: its retry must still be answered.
+             or_(RefreshToken.retry_until.is_(None), RefreshToken.retry_until < now)),
         batch_size, _deleter(session, RefreshToken.id), "refresh_tokens", after_batch)
     counts["authorization_codes"] = _walk(
         session, AuthorizationCode.id, AuthorizationCode.expires_at < now - seconds(86_400),
