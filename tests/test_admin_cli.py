@@ -237,3 +237,22 @@ def test_the_executable_prints_json_on_stdout(operator, shop):
     admin = operator("users", "create", "ops", "--admin", "--password-stdin",
                      input=PASSWORD + "\n")
     assert admin.returncode == 0 and "ops as an admin" in admin.stdout
+
+
+@pytest.mark.parametrize("command", [["users", "list"], ["audit", "list"], ["db", "purge"],
+                                     ["clients", "list"]])
+def test_an_unmigrated_database_is_one_line_naming_the_fix(tmp_path, command):
+    env = {**os.environ, "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}",
+           "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys")}
+    result = subprocess.run([AUTHSERVER, *command], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("authserver: error: the database is not migrated; run "
+                                     "'authserver db upgrade'")
+
+
+def test_a_since_too_far_back_is_one_line(operator):
+    result = operator("audit", "list", "--since", "99999999999d")
+    assert result.returncode != 0
+    assert result.stderr.strip() == ("authserver: error: --since: '99999999999d' reaches back "
+                                     "before year 1")

@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("authserver: aborted", err=True)
         sys.exit(1)
     except Exception as exc:  # a bug or an unreachable database: still one line
+        if _unmigrated(exc):
+            click.echo("authserver: error: the database is not migrated; run "
+                       "'authserver db upgrade'", err=True)
+            sys.exit(1)
         if os.environ.get("AUTHSERVER_LOG_LEVEL", "").upper() == "DEBUG":
             traceback.print_exc()
         first_line = (str(exc).splitlines() or [""])[0][:300]
@@ -78,6 +82,15 @@ def main(argv: list[str] | None = None) -> None:
                    "(AUTHSERVER_LOG_LEVEL=DEBUG shows the traceback)", err=True)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _unmigrated(exc: Exception) -> bool:
+    """A missing table: SQLite's "no such table", PostgreSQL's undefined_table (42P01)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    return "no such table" in str(exc.orig) or getattr(exc.orig, "sqlstate", None) == "42P01"
 
 
 # Sub-commands register themselves on ``cli`` when imported.

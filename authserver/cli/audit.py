@@ -24,7 +24,11 @@ def parse_since(value: str) -> dt.datetime:
     """An ISO 8601 time (UTC if no zone) or a span back from now: 30m, 12h, 7d, 2w."""
     match = _RELATIVE.match(value.strip())
     if match:
-        return utcnow() - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        try:
+            return utcnow() - dt.timedelta(
+                seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        except OverflowError:
+            raise CliError(f"--since: {value!r} reaches back before year 1") from None
     try:
         moment = dt.datetime.fromisoformat(value.strip())
     except ValueError:
