@@ -103,6 +103,8 @@ def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(app, admin
         response = admin.client.post(path, data=data)
         assert response.status_code == 400, path
         assert b"The form has expired" in response.data
+        assert b"None" not in response.data and b"reload the page" in response.data
+        assert response.headers["X-Frame-Options"] == "DENY"
     assert client_rows(app) == before
 
 

@@ -409,7 +409,9 @@ def assert_token_error(response, status: int, error: str) -> dict[str, Any]:
     assert response.headers["Pragma"] == "no-cache"
     assert set(body.get("error_description", "")) <= ERROR_DESCRIPTION_CHARS, body
     if status == 401:
-        assert response.headers["WWW-Authenticate"].startswith("Basic ")
+        challenge = response.headers["WWW-Authenticate"]
+        assert challenge.startswith('Basic realm="authserver", error="invalid_client"')
+        assert len(response.headers.getlist("WWW-Authenticate")) == 1  # RFC 7617 §2: realm
     return body
 
 

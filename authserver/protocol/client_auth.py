@@ -21,7 +21,7 @@ from urllib.parse import unquote_plus
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 
 from ..domain.clients import ClientRecord
-from .errors import oauth_error
+from .errors import ClientAuthenticationFailed, oauth_error
 
 FAILED = "client authentication failed"
 # RFC 6749 Appendix A.1: client-id = *VSCHAR. Ours are short; nothing else is looked up
@@ -30,7 +30,7 @@ _CLIENT_ID = re.compile(r"[\x20-\x7e]{1,64}")
 
 
 def _fail(description: str = FAILED) -> InvalidClientError:
-    return oauth_error(InvalidClientError, description, status_code=401)  # type: ignore[return-value]
+    return oauth_error(ClientAuthenticationFailed, description)  # type: ignore[return-value]
 
 
 def parse_basic(header: str) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from functools import wraps
 from typing import Any
 
 from authlib.common.security import is_secure_transport
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from flask import Response, request
 from sqlalchemy.exc import OperationalError
 
@@ -34,7 +34,7 @@ from ..extensions import db
 from ..services import services
 from . import access_tokens
 from .client_auth import authenticate_client
-from .errors import oauth_error
+from .errors import ClientAuthenticationFailed, oauth_error
 from .routes import bp, check_token_request, error_response, json_response
 from .tokens import ACCESS_TOKEN_TYP
 
@@ -184,7 +184,7 @@ def introspect() -> Response:
     client, token = authenticated
     if client.public:
         return error_response(oauth_error(
-            InvalidClientError, "introspection requires client authentication", status_code=401))
+            ClientAuthenticationFailed, "introspection requires client authentication"))
     if not client.allow_introspection:
         return json_response({"error": "unauthorized_client",
                               "error_description": "this client may not introspect tokens"},

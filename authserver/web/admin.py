@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import make_response, redirect, render_template, request, session
-from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from ..domain import audit_trail, client_sessions, refresh_families
@@ -90,10 +89,7 @@ def admin_required(view: Any) -> Any:
                                "administrator to run: authserver users grant-admin "
                                f"{login[1].username}")
         if request.method == "POST":
-            try:
-                check_csrf()
-            except HTTPException as exc:
-                return _error_page(400, "The form has expired", str(exc.description))
+            check_csrf()  # aborts with the readable "This form has expired" page
         response = view(*args, **kwargs)
         if isinstance(response, Response):
             response.headers.update(SECURITY_HEADERS)
