@@ -143,7 +143,7 @@ def _api_error(status: int, error: str | None, description: str, scheme: str = "
         challenge += f', algs="{" ".join(dpop.ALGORITHMS)}"'
     if error is not None:
         challenge += f', error="{error}", error_description="{description}"'
-    body = {"error": error or "unauthorized", "error_description": description}
+    body = {"error": error or "invalid_token", "error_description": description}
     return json_response(body, status, {"WWW-Authenticate": challenge,
                                         "Cache-Control": "no-store"})
 
