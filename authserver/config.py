@@ -192,6 +192,11 @@ def validate(s: Settings) -> list[str]:
         problems.append(
             f"{key('issuer')}: must have no query, fragment or trailing slash (RFC 8414 §2)"
         )
+    elif parts.username is not None or parts.password is not None:
+        problems.append(f"{key('issuer')}: must not carry a user name or password")
+    elif any(c.isupper() for c in s.issuer.split(":", 1)[0] + parts.netloc):
+        # Clients compare the issuer as a string (RFC 8414 §3.3, OIDC Discovery §4.3).
+        problems.append(f"{key('issuer')}: scheme and host must be lower case")
     elif s.production and parts.scheme != "https" and not _is_loopback_host(parts.hostname):
         problems.append(f"{key('issuer')}: production requires https (loopback excepted)")
 
@@ -200,8 +205,8 @@ def validate(s: Settings) -> list[str]:
 
     if s.production and (not s.secret_key or s.secret_key == DEV_SECRET_KEY):
         problems.append(f"{key('secret_key')}: production requires a secret key of your own")
-    elif len(s.secret_key) < 32:
-        problems.append(f"{key('secret_key')}: must be at least 32 characters")
+    elif len(s.secret_key.strip()) < 32:
+        problems.append(f"{key('secret_key')}: must be at least 32 characters, not blank")
 
     if not s.keys_dir:
         problems.append(f"{key('keys_dir')}: must name a directory")

@@ -57,6 +57,11 @@ def test_every_problem_is_reported_at_once_with_its_key():
         pytest.param("https://auth.example.com", "", False, id="missing-secret"),
         pytest.param("https://auth.example.com", "short", False, id="short-secret"),
         pytest.param("https://auth.example.com/", GOOD_SECRET, False, id="trailing-slash"),
+        pytest.param("https://auth.example.com", " " * 40, False, id="blank-secret"),
+        pytest.param("https://ops:pw@auth.example.com", GOOD_SECRET, False, id="userinfo"),
+        pytest.param("HTTPS://auth.example.com", GOOD_SECRET, False, id="upper-case-scheme"),
+        pytest.param("https://Auth.example.com", GOOD_SECRET, False, id="upper-case-host"),
+        pytest.param("http://[::1]:8000", GOOD_SECRET, True, id="ipv6-loopback"),
     ],
 )
 def test_production_posture(issuer, secret, ok):
