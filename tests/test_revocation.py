@@ -178,7 +178,8 @@ def test_tokens_that_are_not_our_access_tokens_revoke_nothing(oauth, setup):
     assert inspect(oauth, resource, secret, pair["access_token"])["active"] is True
 
 
-@pytest.mark.parametrize("token", ["rt_unknown", "garbage.garbage.garbage", "x" * 4096, "é"])
+@pytest.mark.parametrize("token", ["rt_unknown", "garbage.garbage.garbage", "x" * 4096,
+                                   "x" * 20_000, "rt_" + "A" * 9000, "a." * 4000 + "a", "é"])
 def test_unknown_tokens_answer_200(oauth, setup, token):
     app_client, _, _ = setup
     response = revoke(oauth.client, app_client, token)
@@ -280,7 +281,8 @@ def test_introspection_of_a_dpop_bound_token_has_cnf(oauth, setup):
 
 
 @pytest.mark.parametrize("token", ["x", "a.b.c", "rt_" + "A" * 43, "eyJhbGciOiJub25lIn0.e30.",
-                                   "é.é.é", "x" * 4096])
+                                   "é.é.é", "x" * 4096, "x" * 20_000, "a.b." + "c" * 9000,
+                                   "rt_" + "A" * 9000])
 def test_introspection_of_garbage_is_inactive(oauth, setup, token):
     _, resource, secret = setup
     assert inspect(oauth, resource, secret, token) == {"active": False}

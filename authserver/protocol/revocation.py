@@ -76,7 +76,9 @@ def _authenticated_request() -> tuple[ClientRecord, str] | Response:
         log.warning("%s: request over plain http refused", request.path)
         return error_response(oauth_error(InvalidRequestError,
                                           f"{request.path} must be called over https"))
-    problem = check_token_request()
+    # RFC 7009 §2.2 / RFC 7662 §2.2: an invalid token, however long, is answered as one
+    # (200, or active: false), not as a malformed request.
+    problem = check_token_request(long_parameters=("token",))
     if problem is not None:
         return error_response(problem)
     try:

@@ -41,11 +41,12 @@ def error_response(error: OAuth2Error) -> Response:
     return Response(json.dumps(body), status=status, headers=headers)
 
 
-def check_token_request() -> OAuth2Error | None:
+def check_token_request(long_parameters: tuple[str, ...] = ()) -> OAuth2Error | None:
     """RFC 6749 §3.2 and §5.2: form-encoded body, each parameter at most once.
 
     A body over ``MAX_CONTENT_LENGTH`` (or with more fields than Werkzeug parses) is a
-    413 with the same JSON error body, never an HTML page.
+    413 with the same JSON error body, never an HTML page. ``long_parameters`` are exempt
+    from the per-parameter length limit (the body limit still holds).
     """
     if request.mimetype != FORM_CONTENT_TYPE:
         return oauth_error(InvalidRequestError,
@@ -62,7 +63,8 @@ def check_token_request() -> OAuth2Error | None:
         values = form.getlist(key)
         if len(values) > 1:
             return oauth_error(InvalidRequestError, f"parameter {key!r} is repeated")
-        if len(key) > 128 or len(values[0]) > MAX_PARAMETER_LENGTH:
+        if len(key) > 128 or (len(values[0]) > MAX_PARAMETER_LENGTH
+                              and key not in long_parameters):
             return oauth_error(InvalidRequestError, f"parameter {key[:32]!r} is too long")
     return None
 
