@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "AUTHSERVER_"
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the known-bad default
@@ -107,6 +110,12 @@ def _coerce(name: str, raw: Any, source: str, problems: list[str]) -> Any:
     return raw
 
 
+def _unknown_variables(environ: Mapping[str, str]) -> set[str]:
+    known = {ENV_PREFIX + name.upper() for name in _FIELDS} | {ENV_PREFIX + "CONFIG"}
+    return {k for k in environ if k.startswith(ENV_PREFIX) and k not in known
+            and not k.startswith(ENV_PREFIX + "TEST_")}
+
+
 def _normalise_database_url(url: str) -> str:
     """Use psycopg 3 for plain ``postgresql://`` URLs (the form operators write)."""
     for prefix in ("postgresql://", "postgres://"):
@@ -148,6 +157,9 @@ def load_settings(
             value = _coerce(name, environ[env_key], env_key, problems)
             if value is not None:
                 values[name] = value
+    for env_key in sorted(_unknown_variables(environ)):
+        # Not an error (other tools may share the prefix), but a typo must not pass unseen.
+        log.warning("settings: %s is not a setting and is ignored", env_key)
 
     for key, raw in (overrides or {}).items():
         if key not in _FIELDS:

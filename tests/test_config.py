@@ -89,3 +89,11 @@ def test_unknown_key_in_file_and_bad_toml(tmp_path):
 def test_unknown_env_value_for_env():
     with pytest.raises(ConfigError, match="AUTHSERVER_ENV"):
         load_settings(environ={"AUTHSERVER_ENV": "staging"})
+
+
+def test_an_unknown_variable_is_named_in_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="authserver.config"):
+        load_settings(environ={"AUTHSERVER_ISUER": "https://typo.example",
+                               "AUTHSERVER_TEST_POSTGRES_URL": "postgresql://x/y"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "settings: AUTHSERVER_ISUER is not a setting and is ignored"]
