@@ -87,3 +87,47 @@ def test_a_refresh_of_a_client_disabled_elsewhere_is_refused(oauth, other_proces
         clients.set_active(db.session, app_client.client_id, False)
         db.session.commit()
     assert_oauth_error(oauth.refresh(app_client, pair["refresh_token"]), "invalid_grant")
+
+
+def test_a_secret_withdrawn_elsewhere_fails_at_once_on_refresh(oauth, other_process):
+    """An emergency rotation (no overlap) is the answer to a leaked secret."""
+    oauth.create_user()
+    web, old = oauth.create_client(name="web", first_party=True, scope="read")
+    pair = oauth.login_pair(web, secret=old)
+    warm = oauth.refresh(web, pair["refresh_token"], secret=old)  # caches the record, if any
+    assert warm.status_code == 200
+    with other_process.app_context():
+        clients.rotate_secret(db.session, web.client_id, 0)
+        db.session.commit()
+    refused = oauth.refresh(web, warm.get_json()["refresh_token"], secret=old)
+    assert_oauth_error(refused, "invalid_client", 401)
+
+
+def test_a_client_disabled_elsewhere_cannot_introspect_or_revoke(oauth, other_process):
+    api, secret = oauth.create_client(name="api", grant_types=["client_credentials"],
+                                      allow_introspection=True)
+    headers = {"Authorization": basic(api.client_id, secret)}
+    assert oauth.client.post("/oauth/introspect", data={"token": "x"},
+                             headers=headers).status_code == 200
+    with other_process.app_context():
+        clients.set_active(db.session, api.client_id, False)
+        db.session.commit()
+    for path in ("/oauth/introspect", "/oauth/revoke"):
+        response = oauth.client.post(path, data={"token": "x"}, headers=headers)
+        assert_oauth_error(response, "invalid_client", 401)
+
+
+def test_a_forget_during_a_reload_keeps_the_stale_record_out():
+    """Two threads of one process: a reload that read the row before an admin's change
+    must not put its copy back after that change's forget()."""
+    from authserver.domain.clients import ClientCache
+
+    cache: ClientCache
+
+    def load(client_id: str):
+        cache.forget([client_id])  # the admin's commit and forget() land mid-read
+        return "stale record"
+
+    cache = ClientCache(load, ttl=60)  # type: ignore[arg-type]
+    assert cache.reload("cl_x") == "stale record"
+    assert "cl_x" not in cache._entries

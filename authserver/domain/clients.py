@@ -284,10 +284,11 @@ def get_client(session: Session, client_id: str) -> ClientRecord:
 
 
 class ClientCache:
-    """Per-process, time-bounded cache of client records (the token endpoint's hot path).
-
-    A change made by another process is seen within ``ttl`` seconds; ``forget`` drops an
-    entry at once for changes made in this process.
+    """Per-process, time-bounded cache of client records for the token endpoint's hot path:
+    a public client's refresh, where nothing the cache could get wrong grants anything
+    (a disabled or deleted client's families are revoked with it). Everything else calls
+    ``reload``. A change made by another process is seen within ``ttl`` seconds; ``forget``
+    drops an entry at once for changes made in this process.
     """
 
     def __init__(self, load: Callable[[str], ClientRecord | None], ttl: float) -> None:
@@ -295,6 +296,7 @@ class ClientCache:
         self.ttl = ttl
         self._entries: dict[str, tuple[float, ClientRecord]] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by every forget()
 
     def get(self, client_id: str) -> ClientRecord | None:
         entry = self._entries.get(client_id)
@@ -305,9 +307,11 @@ class ClientCache:
     def reload(self, client_id: str) -> ClientRecord | None:
         """The record as stored now (and cached from now on)."""
         now = time.monotonic()
+        generation = self._generation
         record = self._load(client_id)
         with self._lock:
-            if record is None or self.ttl <= 0:
+            if record is None or self.ttl <= 0 or generation != self._generation:
+                # A ``forget`` ran while we read: what we read may predate that change.
                 self._entries.pop(client_id, None)
                 return record
             if len(self._entries) > 10_000:
@@ -317,6 +321,7 @@ class ClientCache:
 
     def forget(self, client_ids: Iterable[str] | None = None) -> None:
         with self._lock:
+            self._generation += 1
             if client_ids is None:
                 self._entries.clear()
             else:

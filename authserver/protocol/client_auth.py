@@ -91,8 +91,8 @@ def authenticate_client(
         implied = implied_client_id() if implied_client_id is not None else None
         if implied is None:
             raise _fail("client authentication is required")
-        client = lookup(implied)
-        if client is None or not client.public:
+        implied_client = lookup(implied)  # from the cache on this path: no second query
+        if implied_client is None or not implied_client.public:
             raise _fail("client authentication is required")
         client_id, secret, method = implied, None, "none"
 

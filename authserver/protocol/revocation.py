@@ -82,9 +82,10 @@ def _authenticated_request() -> tuple[ClientRecord, str] | Response:
     if problem is not None:
         return error_response(problem)
     try:
-        clients = services().clients
-        client, _ = authenticate_client(request.headers, request.form, clients.get,
-                                        reload=clients.reload)
+        # The stored record, never the cache: a secret withdrawn, a client disabled or its
+        # permission to introspect taken away in another process counts at once.
+        client, _ = authenticate_client(request.headers, request.form,
+                                        services().clients.reload)
         token = request.form.get("token")
         if not token:
             raise oauth_error(InvalidRequestError, "missing 'token' parameter")

@@ -142,7 +142,8 @@ def _return_address(req: AuthorizationRequest) -> str:
 def authorize() -> Response | tuple[str, int]:
     params = _request_params()
     try:
-        req = authorization.parse(params, services().clients.get)
+        # The stored record: a redirect URI removed or a client disabled counts at once.
+        req = authorization.parse(params, services().clients.reload)
     except FatalAuthorizationError as exc:
         return render_template("error.html", title="This sign-in link is not valid",
                                message=_FATAL_MESSAGES.get(exc.error, _FATAL_MESSAGES[""]),
