@@ -103,6 +103,18 @@ def test_a_hint_from_another_browser_of_the_same_user_asks_first(oauth, signed_i
     assert b"Hello" in laptop.client.get("/").data  # still signed in
 
 
+def test_a_re_authentication_in_this_browser_still_counts_as_this_browser(oauth, person,
+                                                                         signed_in, app):
+    """prompt=login makes a new browser sign-in; the app sign-in made before it is still
+    one of this browser's, so the RP's logout goes through without asking."""
+    person.login()  # the same person signs in again in this browser
+    response = person.client.get("/logout", query_string={
+        "id_token_hint": signed_in["id_token"], "post_logout_redirect_uri": LOGOUT_RETURN})
+    assert response.status_code == 303, response.get_data(True)[:300]
+    with app.app_context():
+        assert db.session.get(TokenFamily, sid_of(oauth, signed_in)).revoke_reason == "logout"
+
+
 def test_an_expired_hint_is_still_accepted(oauth, person, signed_in, clock):
     clock.advance(7200)
     response = person.client.get("/logout", query_string={

@@ -164,6 +164,11 @@ def test_userinfo_refuses_a_token_sent_twice(oauth, tokens):
         headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert response.status_code == 400
     assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
+    # A Basic header carries no access token: the form's is the only one.
+    single = oauth.client.post(
+        "/oauth/userinfo", data={"access_token": tokens["access_token"]},
+        headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert single.status_code == 200
 
 
 def test_discovery_lists_no_userinfo_signing(client):

@@ -27,8 +27,8 @@ def parse_since(value: str) -> dt.datetime:
         try:
             return utcnow() - dt.timedelta(
                 seconds=int(match.group(1)) * _UNITS[match.group(2)])
-        except OverflowError:
-            raise CliError(f"--since: {value!r} reaches back before year 1") from None
+        except (OverflowError, ValueError):  # ValueError: more digits than int() takes
+            raise CliError(f"--since: {value[:40]!r} reaches back before year 1") from None
     try:
         moment = dt.datetime.fromisoformat(value.strip())
     except ValueError:

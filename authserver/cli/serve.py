@@ -38,8 +38,13 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         from ..app import create_app
+        from ..domain import passwords
 
-        return create_app()
+        app = create_app()
+        # Before the first request: an unknown user's first sign-in must cost what any
+        # other does, or that worker's first answer would tell user names apart.
+        passwords.warm_up()
+        return app
 
 
 def _preflight() -> None:

@@ -22,6 +22,11 @@ MIN_LENGTH = 8
 MAX_LENGTH = 1024
 
 
+def warm_up() -> None:
+    """Make the dummy hash now (a server process calls this before serving)."""
+    _dummy_hash()
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

@@ -26,13 +26,14 @@ def _bearer_error(status: int, error: str, description: str, scheme: str = "Bear
                                         "Cache-Control": "no-store"})
 
 
-def _token_from_request() -> tuple[str | None, str]:
-    """The access token and the scheme it came with (``Bearer`` or ``DPoP``)."""
+def _header_token() -> tuple[str | None, str]:
+    """The access token of the ``Authorization`` header and its scheme (``Bearer`` or
+    ``DPoP``), or None."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() in ("bearer", "dpop") and value.strip():
         return value.strip(), "DPoP" if scheme.lower() == "dpop" else "Bearer"
-    return _form_token(), "Bearer"
+    return None, "Bearer"
 
 
 def _form_token() -> str | None:
@@ -44,7 +45,12 @@ def _form_token() -> str | None:
 
 @bp.route("/oauth/userinfo", methods=["GET", "POST"])
 def userinfo() -> Response:
-    token, scheme = _token_from_request()
+    token, scheme = _header_token()
+    form_token = _form_token()
+    if token and form_token:
+        # RFC 6750 §2: a client MUST NOT use more than one method to send the token.
+        return _bearer_error(400, "invalid_request", "the access token was sent twice")
+    token = token or form_token
     if not token:
         # RFC 6750 §3.1: no error code in the challenge of a request without credentials;
         # RFC 9449 §7.1: offer the DPoP scheme too.
@@ -52,9 +58,6 @@ def userinfo() -> Response:
         return json_response({"error": "invalid_token",
                               "error_description": "an access token is required"},
                              401, {"WWW-Authenticate": challenge, "Cache-Control": "no-store"})
-    if request.headers.get("Authorization") and _form_token():
-        # RFC 6750 §2: a client MUST NOT use more than one method to send the token.
-        return _bearer_error(400, "invalid_request", "the access token was sent twice")
     svc = services()
     try:
         verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,

@@ -14,7 +14,14 @@ from ..extensions import db
 from ..services import services
 from ..storage.models import LoginSession, TokenFamily, User
 from . import bp
-from .security import check_csrf, current_login, safe_next, sign_in, sign_out
+from .security import (
+    browser_sign_in_ids,
+    check_csrf,
+    current_login,
+    safe_next,
+    sign_in,
+    sign_out,
+)
 
 MAX_FIELD = 1024
 MAX_HINT = 256
@@ -84,7 +91,7 @@ def _hint_names_this_browser(claims: dict | None,
     if not isinstance(sid, str):
         return False
     family = db.session.get(TokenFamily, sid[:43])
-    return family is not None and family.login_session_id == login[0].id
+    return family is not None and family.login_session_id in browser_sign_in_ids()
 
 
 def _error_page(message: str) -> tuple[str, int]:

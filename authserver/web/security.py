@@ -21,6 +21,9 @@ SESSION_KEY = "login"
 # that request]. That one request may then pass prompt=login / max_age, once.
 FRESH_LOGIN = "fresh_login"
 AUTHORIZE_PATH = "/oauth/authorize"
+# Earlier sign-ins of the same person in this browser, replaced by a re-authentication.
+EARLIER_SIGN_INS = "earlier_logins"
+MAX_EARLIER = 8
 
 # Pages that take a password or a decision must never be framed (clickjacking) or cached.
 _PAGE_HEADERS = {
@@ -77,15 +80,34 @@ def sign_in(login: LoginSession, next_url: str) -> None:
     """Bind the browser to a new sign-in; a fresh CSRF token defeats session fixation.
 
     When the sign-in page was shown for an authorization request (``next_url``), that
-    request, and no other, counts the sign-in as fresh (``authorize._fresh``)."""
+    request, and no other, counts the sign-in as fresh (``authorize._fresh``).
+
+    A new sign-in of the same person in this browser (``prompt=login``, ``max_age``)
+    remembers the ones it replaces, so that their application sign-ins still count as
+    made in this browser (``browser_sign_in_ids``)."""
+    previous = current_login()
+    earlier: list[str] = []
+    if previous is not None and previous[1].id == login.user_id:
+        earlier = [*session.get(EARLIER_SIGN_INS, []), previous[0].id][-MAX_EARLIER:]
     session.clear()
     session[SESSION_KEY] = login.id
+    if earlier:
+        session[EARLIER_SIGN_INS] = earlier
     target = urlsplit(next_url)
     if target.path == AUTHORIZE_PATH:
         params = parse_qs(target.query, keep_blank_values=True)
         session[FRESH_LOGIN] = [login.id, authorization_request_digest(params)]
     session["csrf"] = secrets.token_urlsafe(32)
     g.pop("login", None)
+
+
+def browser_sign_in_ids() -> set[str]:
+    """The ids of this browser's sign-in and of those of the same person it replaced."""
+    login = current_login()
+    if login is None:
+        return set()
+    earlier = session.get(EARLIER_SIGN_INS, [])
+    return {login[0].id, *(x for x in earlier if isinstance(x, str))}
 
 
 def sign_out() -> None:
