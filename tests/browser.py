@@ -70,3 +70,11 @@ def fill(driver: WebDriver, fields: dict[str, str]) -> None:
         element = driver.find_element(By.NAME, name)
         element.clear()
         element.send_keys(value)
+
+
+def click_through(driver: WebDriver, element, timeout: float = 15) -> None:
+    """Click something that loads a new page and wait until the old one is gone, so that
+    what is read next is the new page (an element both pages have would match at once)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(page))

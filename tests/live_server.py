@@ -73,9 +73,10 @@ def start(workdir: Path, database_url: str, workers: int = 2) -> LiveServer:
         if process.poll() is not None:
             raise RuntimeError((workdir / "server.log").read_text())
         try:
-            if requests.get(f"{url}/.well-known/jwks.json", timeout=1).status_code == 200:
+            if requests.get(f"{url}/.well-known/jwks.json", timeout=5).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except requests.RequestException:
+            # Refused before gunicorn listens; a timeout while its workers still boot.
             time.sleep(0.1)
     server.stop()
     raise RuntimeError("server did not start: " + (workdir / "server.log").read_text())

@@ -22,6 +22,7 @@ import jwt
 import pytest
 import requests
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from authserver.domain import pkce
@@ -203,8 +204,9 @@ def test_a_tampered_redirect_uri_stops_on_our_error_page(browser, server, callba
     browser.get(f"{server.url}/login")
     sign_in(browser)
     # The sign-in must land before the next navigation, or its redirect may overtake it.
-    WebDriverWait(browser, 15).until(
-        lambda d: d.find_element(By.TAG_NAME, "h1").text == "Hello, Alice Liddell")
+    # (The condition tolerates the login page's heading going stale under it.)
+    WebDriverWait(browser, 15).until(expected_conditions.text_to_be_present_in_element(
+        (By.TAG_NAME, "h1"), "Hello, Alice Liddell"))
     browser.get(authorization_url(server, app_client, redirect_uri, "v" * 43))
     assert wait_for(browser, "h1").text == "This sign-in link is not valid"
     assert callback.received == []

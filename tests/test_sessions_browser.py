@@ -110,7 +110,7 @@ def test_two_browsers_and_two_apps_one_signed_out_by_its_button(server, bank_app
         browser.save_screenshot(SCREENSHOT)
 
         # Sign the phone out with its button: the page confirms, the row is gone.
-        sign_out_button(browser, "BankApp on iOS").click()
+        chromium.click_through(browser, sign_out_button(browser, "BankApp on iOS"))
         chromium.wait_for(browser, "p.alert.ok")
         assert "That device was signed out." in browser.find_element(
             By.CSS_SELECTOR, "p.alert.ok").text
@@ -127,7 +127,7 @@ def test_two_browsers_and_two_apps_one_signed_out_by_its_button(server, bank_app
             "BankApp on Android", "Chrome on Linux", "Firefox on macOS"}
 
         # Sign the Firefox laptop out from here: it is sent back to the sign-in page.
-        sign_out_button(browser, "Firefox on macOS").click()
+        chromium.click_through(browser, sign_out_button(browser, "Firefox on macOS"))
         chromium.wait_for(browser, "p.alert.ok")
         laptop.get(f"{server.url}/account/sessions")
         chromium.wait_for(laptop, "input[name=username]")
@@ -136,7 +136,7 @@ def test_two_browsers_and_two_apps_one_signed_out_by_its_button(server, bank_app
         assert tablet.refresh().status_code == 200
 
         # "Sign out all other devices" leaves only this browser.
-        browser.find_element(By.ID, "sign-out-others").click()
+        chromium.click_through(browser, browser.find_element(By.ID, "sign-out-others"))
         chromium.wait_for(browser, "p.alert.ok")
         assert set(rows(browser)) == {"Chrome on Linux"}
         assert tablet.refresh().status_code == 400
@@ -149,7 +149,7 @@ def test_two_browsers_and_two_apps_one_signed_out_by_its_button(server, bank_app
 def test_sign_out_everywhere_from_the_page(server, bank_app, browser):
     phone = Device(server, bank_app, IPHONE_APP, "iphone-0002")
     sign_in(browser, server)
-    browser.find_element(By.ID, "sign-out-everywhere").click()
+    chromium.click_through(browser, browser.find_element(By.ID, "sign-out-everywhere"))
     chromium.wait_for(browser, "h1")
     assert browser.find_element(By.TAG_NAME, "h1").text == "You are signed out"
     assert phone.refresh().status_code == 400
