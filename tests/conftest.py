@@ -104,9 +104,9 @@ def cheap_argon2() -> Iterator[None]:
     from argon2 import PasswordHasher
 
     cheap = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    passwords._hasher = cheap
+    passwords._hasher, passwords._dummy = cheap, None
     yield
-    passwords._hasher = PRODUCTION_PASSWORD_HASHER
+    passwords._hasher, passwords._dummy = PRODUCTION_PASSWORD_HASHER, None
 
 
 @pytest.fixture(scope="session")

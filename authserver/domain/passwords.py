@@ -6,7 +6,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()  # argon2id
-_dummy: tuple[PasswordHasher, str] | None = None
+_dummy: str | None = None
 
 
 def _dummy_hash() -> str:
@@ -14,9 +14,9 @@ def _dummy_hash() -> str:
     wrong password and user names cannot be probed by timing. Made on first use (hashing
     costs ~0.15 s, which every CLI command would otherwise pay at import)."""
     global _dummy
-    if _dummy is None or _dummy[0] is not _hasher:
-        _dummy = (_hasher, _hasher.hash("not-a-real-password"))
-    return _dummy[1]
+    if _dummy is None:
+        _dummy = _hasher.hash("not-a-real-password")
+    return _dummy
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024

@@ -57,9 +57,10 @@ def authenticate_client(
     """Return the authenticated client and the method it used, or raise an OAuth error.
 
     ``now`` (the app's clock) decides whether a rotated-out secret is still in its overlap.
-    When ``lookup`` is a cache, ``reload`` reads the stored record: a failure against a
-    cached record is checked once more against it, so a secret rotated or a client enabled
-    by another process works at once.
+    When ``lookup`` is a cache, ``reload`` reads the stored record. The cache serves only
+    method ``none`` (no secret that a rotation elsewhere could have withdrawn), and a
+    failure against it is checked once more against the stored record (a client enabled
+    by another process works at once); a secret is always checked against the stored one.
 
     ``implied_client_id`` names the client when the request names none (a refresh token
     knows its client). RFC 6749 §6 asks only confidential clients to authenticate on
@@ -98,12 +99,14 @@ def authenticate_client(
 
     if not _CLIENT_ID.fullmatch(client_id):
         raise _fail()
+    stored = reload or lookup
+    first = lookup if method == "none" else stored
     try:
-        return _verified(lookup(client_id), method, secret, now), method
+        return _verified(first(client_id), method, secret, now), method
     except InvalidClientError:
-        if reload is None:
+        if first is stored:
             raise
-    return _verified(reload(client_id), method, secret, now), method
+    return _verified(stored(client_id), method, secret, now), method
 
 
 def _verified(client: ClientRecord | None, method: str, secret: str | None,

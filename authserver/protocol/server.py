@@ -6,14 +6,13 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
-from authlib.oauth2.rfc6749.errors import InvalidClientError
 
 from ..domain import refresh_families
 from ..domain.clients import ClientCache, ClientRecord
 from ..extensions import db
 from ..services import services
 from . import grants
-from .client_auth import authenticate_client, parse_basic
+from .client_auth import authenticate_client
 
 
 class AuthServer(AuthorizationServer):
@@ -37,19 +36,20 @@ class AuthServer(AuthorizationServer):
     def authenticate_client(
         self, request: OAuth2Request, methods: Any, endpoint: str = "token"
     ) -> ClientRecord:
-        # Only a public client's refresh trusts the per-process cache: it sends no secret
-        # that a rotation elsewhere could have withdrawn, and a disabled or deleted client's
-        # families are revoked in the same transaction, so a stale record still fails. A
-        # request with a secret, and every grant that starts a new sign-in, reads the stored
-        # record: no process accepts a withdrawn secret or a client disabled elsewhere.
-        refreshing = request.form.get("grant_type") == "refresh_token"
-        cached = refreshing and not _sends_secret(request)
-        client, method = authenticate_client(
-            request.headers, request.form,
-            self.clients.get if cached else self.clients.reload, now=services().clock(),
-            reload=self.clients.reload if cached else None,
-            implied_client_id=(lambda: refresh_families.client_of(
-                db.session, request.form.get("refresh_token"))) if refreshing else None)
+        # Only a public client's refresh trusts the per-process cache (authenticate_client
+        # uses it for method none only): a disabled or deleted client's families are revoked
+        # in the same transaction, so a stale record still fails. Every grant that starts a
+        # new sign-in reads the stored record: no process mints a token for a client
+        # disabled elsewhere.
+        if request.form.get("grant_type") == "refresh_token":
+            client, method = authenticate_client(
+                request.headers, request.form, self.clients.get, now=services().clock(),
+                reload=self.clients.reload,
+                implied_client_id=lambda: refresh_families.client_of(
+                    db.session, request.form.get("refresh_token")))
+        else:
+            client, method = authenticate_client(request.headers, request.form,
+                                                 self.clients.reload, now=services().clock())
         request.auth_method = method
         return client
 
@@ -59,15 +59,3 @@ class AuthServer(AuthorizationServer):
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         return None
 
-
-def _sends_secret(request: OAuth2Request) -> bool:
-    """A client secret in the body or in a Basic header (an empty Basic password is none)."""
-    if request.form.get("client_secret"):
-        return True
-    header = request.headers.get("Authorization")
-    if not header:
-        return False
-    try:
-        return bool(parse_basic(header)[1])
-    except InvalidClientError:
-        return True  # malformed: authenticate_client reports it
