@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings, load_settings
 from .crypto.keystore import KeyStore
-from .domain.clients import ClientCache, ClientRecord, find_client
+from .domain.clients import ClientCache, ClientRecord, load_client
 from .errors import register_error_handlers
 from .extensions import db, migrate
 from .services import Services
@@ -22,7 +22,10 @@ MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migra
 
 
 def _load_client(client_id: str) -> ClientRecord | None:
-    return find_client(db.session, client_id)
+    # Its own autocommit connection: a client lookup never opens the request's ORM
+    # transaction (on SQLite that would take the write lock for the whole request).
+    with storage_engine.autocommit(db.engine.connect()) as connection:
+        return load_client(connection, client_id)
 
 
 def create_app(overrides: Mapping[str, Any] | None = None,
@@ -38,7 +41,8 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=database_url,
         SQLALCHEMY_ENGINE_OPTIONS=storage_engine.engine_options(
-            database_url, settings.db_pool_size
+            database_url, settings.db_pool_size, lock_timeout_ms=settings.db_lock_timeout_ms,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
         ),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         SESSION_COOKIE_NAME="authserver_session",
@@ -61,6 +65,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     with app.app_context():
         engine = db.engine
         storage_engine.install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms)
+        storage_engine.install_postgres_limits(engine, settings.db_lock_timeout_ms)
 
     from .protocol.dpop import NonceSource
     from .protocol.server import AuthServer

@@ -52,6 +52,10 @@ class Settings:
     jwks_max_age: int = 300
     client_cache_seconds: int = 5
     sqlite_busy_timeout_ms: int = 10_000
+    # PostgreSQL: no request waits longer than this on a row lock (it answers 503 and the
+    # client retries); the rotation's grace window is lengthened by it (docs/design.md).
+    db_lock_timeout_ms: int = 2_000
+    db_statement_timeout_ms: int = 30_000  # PostgreSQL: a runaway statement is cancelled
     db_pool_size: int = 5
     max_request_bytes: int = 65_536
     trusted_proxies: int = 0
@@ -231,6 +235,8 @@ def validate(s: Settings) -> list[str]:
         "jwks_max_age": (0, 86_400),
         "client_cache_seconds": (0, 3_600),
         "sqlite_busy_timeout_ms": (0, 600_000),
+        "db_lock_timeout_ms": (100, 60_000),
+        "db_statement_timeout_ms": (0, 3_600_000),
         "db_pool_size": (1, 200),
         "max_request_bytes": (1_024, 10_485_760),
         "trusted_proxies": (0, 10),

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..storage.models import Client, TokenFamily
@@ -274,6 +275,19 @@ def find_client(session: Session, client_id: str) -> ClientRecord | None:
         return None
     row = session.scalar(select(Client).where(Client.client_id == client_id))
     return ClientRecord.from_model(row) if row is not None else None
+
+
+def load_client(connection: Connection, client_id: str) -> ClientRecord | None:
+    """The stored record, read on a plain connection (the token endpoint's cache loader:
+    no ORM session, no transaction held afterwards)."""
+    if not valid_client_id(client_id):
+        return None
+    row = connection.execute(_BY_CLIENT_ID, {"client_id": client_id}).one_or_none()
+    return ClientRecord.from_model(row) if row is not None else None  # type: ignore[arg-type]
+
+
+_BY_CLIENT_ID = select(Client.__table__).where(
+    Client.__table__.c.client_id == bindparam("client_id"))
 
 
 def get_client(session: Session, client_id: str) -> ClientRecord:

@@ -1,14 +1,14 @@
 """Refresh-token families: the only module that changes a family's state.
 
 A family is one sign-in on one device (its id is the ``sid`` claim). Each refresh token
-descends from the family's first token. The rules (DESIGN.md, "Rotation and reuse
+descends from the family's first token. The rules (docs/design.md, "Rotation and reuse
 detection"):
 
 1. A token is exchanged at most once. The exchange is a compare-and-set
-   (``UPDATE ... WHERE rotated_at IS NULL AND revoked_at IS NULL``) in the same transaction
-   that inserts the child. On PostgreSQL the losing transaction blocks on the row lock and
-   then matches no row; on SQLite every transaction is ``BEGIN IMMEDIATE`` (see
-   ``storage.engine``), so they queue. Two rotations of one token cannot both commit.
+   (``UPDATE ... WHERE rotated_at IS NULL AND revoked_at IS NULL``) atomic with the
+   insert of the child (``storage.refresh_store``). On PostgreSQL the loser blocks on the
+   row lock and then matches no row; on SQLite writers queue on the writer lock and
+   ``BEGIN IMMEDIATE`` (``storage.engine``). Two rotations of one token cannot both commit.
 2. A rotated token presented again inside the client's grace window gets the identical
    response, opened from the sealed copy (``retry_seal``).
 3. Otherwise a rotated token coming back is reuse: the whole family is revoked, an audit
@@ -16,22 +16,28 @@ detection"):
 4. Unknown, expired, revoked, or another client's tokens: ``InvalidRefreshToken``, and
    nothing changes.
 
-The hot path (a successful rotation) issues three statements: one SELECT, the
-compare-and-set UPDATE, one INSERT.
+The hot path (a successful rotation) reads in autocommit mode, signs holding no lock, then
+writes: two statements on PostgreSQL (the lookup; one statement that claims and inserts),
+three on SQLite (the lookup; the UPDATE and the INSERT inside ``BEGIN IMMEDIATE``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from ..storage import engine as storage_engine
+from ..storage import refresh_store
 from ..storage.models import RefreshToken, TokenFamily, User
 from . import audit, binding, retry_seal, scopes
 from . import secrets as creds
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
     from .clients import ClientRecord
 
 NO_CONTEXT = DeviceContext()
+log = logging.getLogger(__name__)
 
 
 class BindingMismatch(InvalidRefreshToken):
@@ -155,30 +162,16 @@ def start_family(
     return body
 
 
-_LOOKUP = (
-    select(
-        RefreshToken.id,
-        RefreshToken.family_id,
-        RefreshToken.expires_at,
-        RefreshToken.rotated_at,
-        RefreshToken.revoked_at,
-        TokenFamily.client_id,
-        TokenFamily.user_id,
-        TokenFamily.scope,
-        TokenFamily.auth_time,
-        TokenFamily.expires_at.label("family_expires_at"),
-        TokenFamily.revoked_at.label("family_revoked_at"),
-        TokenFamily.device_id,
-        TokenFamily.ua_family,
-        TokenFamily.dpop_jkt,
-        RefreshToken.ip,
-        RefreshToken.created_at,
-        User.subject,
-        User.active,
-    )
-    .join(TokenFamily, TokenFamily.id == RefreshToken.family_id)
-    .join(User, User.id == TokenFamily.user_id)
-)
+def _fresh_read(session: Session) -> Connection:
+    """A pooled connection in autocommit mode, apart from ``session``'s transaction: the
+    hot path reads without taking SQLite's write lock or opening a PostgreSQL
+    transaction (no BEGIN or COMMIT round trips)."""
+    return storage_engine.autocommit(session.get_bind().connect())  # type: ignore[union-attr]
+
+
+def _lookup(session: Session, presented: str) -> Row | None:
+    with _fresh_read(session) as connection:
+        return refresh_store.lookup(connection, creds.digest(presented))
 
 
 def client_of(session: Session, presented: str | None) -> str | None:
@@ -186,11 +179,8 @@ def client_of(session: Session, presented: str | None) -> str | None:
     if not presented or not presented.startswith(creds.REFRESH_TOKEN_PREFIX) \
             or len(presented) > 256:
         return None
-    return session.scalar(
-        select(TokenFamily.client_id)
-        .join(RefreshToken, RefreshToken.family_id == TokenFamily.id)
-        .where(RefreshToken.token_digest == creds.digest(presented))
-    )
+    row = _lookup(session, presented)
+    return row.client_id if row is not None else None
 
 
 def rotate(
@@ -208,11 +198,13 @@ def rotate(
     Raises ``InvalidRefreshToken`` (nothing changed), ``RefreshTokenReused`` (the family
     was revoked and that revocation committed), ``BindingMismatch`` (the request came
     from another device; revoked when the client's policy says so) or ``ScopeNotGranted``.
+
+    The success path reads in autocommit mode, signs while holding no lock, then claims
+    the token and inserts its child in one short write (:func:`_claim`). ``session``
+    serves the rare paths: a retry, reuse, a binding mismatch.
     """
     now = clock()
-    row = session.execute(
-        _LOOKUP.where(RefreshToken.token_digest == creds.digest(presented))
-    ).one_or_none()
+    row = _lookup(session, presented)
     if row is None or row.client_id != client.client_id:
         raise InvalidRefreshToken("unknown refresh token")
     if row.revoked_at is not None or row.family_revoked_at is not None or not row.active:
@@ -230,53 +222,61 @@ def rotate(
                           context, now)
 
     scope = scopes.narrow(requested_scope, scopes.parse(row.scope))
-    child = creds.new_refresh_token()
+    child_token = creds.new_refresh_token()
     # A bound family's tokens carry its key; an unbound one's carry the proof's key, if any.
     jkt = row.dpop_jkt or context.dpop_jkt
     grant = Grant(client, row.subject, row.user_id, row.family_id, scope, row.auth_time, now,
                   None, jkt)
-    body = _response(issue(grant), child, scope)
-
+    body = _response(issue(grant), child_token, scope)
     grace = client.reuse_grace
-    claimed = session.execute(
-        update(RefreshToken)
-        .where(
-            RefreshToken.id == row.id,
-            RefreshToken.rotated_at.is_(None),
-            RefreshToken.revoked_at.is_(None),
-        )
-        .values(
-            rotated_at=now,
-            retry_response=retry_seal.seal(presented, body, row.id) if grace else None,
-            retry_until=now + seconds(grace) if grace else None,
-        )
-    )
-    if claimed.rowcount != 1:
-        # Another request rotated (or revoked) this token after our SELECT. On PostgreSQL
-        # the failed compare-and-set still holds the row lock it waited for; end this
-        # transaction before deciding, so every revocation takes locks in one order
-        # (family row, then its tokens) and concurrent losers cannot deadlock.
-        session.rollback()
+    child = refresh_store.Child(
+        family_id=row.family_id, parent_id=row.id, digest=creds.digest(child_token),
+        ip=context.ip, expires_at=_expiry(now, client.refresh_idle_ttl, row.family_expires_at))
+    then = None
+    if row.dpop_jkt is None and context.dpop_jkt and client.public:
+        def then(connection: Connection, stamp: dt.datetime) -> None:
+            _bind_family_to_key(connection, row.family_id, row.user_id, client, context, stamp)
+    sealed = retry_seal.seal(presented, body, row.id) if grace else None
+    if not _claim(session.get_bind(), child, grace=grace, sealed=sealed,  # type: ignore[arg-type]
+                  clock=clock, then=then):
+        # Another request rotated (or revoked) this token after our lookup.
         return _retry_or_reuse(session, row.id, presented, client, clock,
                                mismatched=mismatched, bound=bound, context=context)
-    session.execute(
-        insert(RefreshToken).values(
-            family_id=row.family_id,
-            parent_id=row.id,
-            token_digest=creds.digest(child),
-            created_at=now,
-            ip=context.ip,
-            expires_at=_expiry(now, client.refresh_idle_ttl, row.family_expires_at),
-        )
-    )
-    if row.dpop_jkt is None and context.dpop_jkt and client.public:
-        _bind_family_to_key(session, row.family_id, row.user_id, client, context, now)
-    session.commit()
     return body
 
 
-def _bind_family_to_key(session: Session, family_id: str, user_id: int, client: ClientRecord,
-                        context: DeviceContext, now: dt.datetime) -> None:
+def _claim(engine: Engine, child: refresh_store.Child, *, grace: int, sealed: bytes | None,
+           clock: Clock, then: Callable[[Connection, dt.datetime], None] | None) -> bool:
+    """Claim the parent and insert ``child`` atomically; commit; True if this request won.
+
+    The grace window is stamped *after* any wait for SQLite's writer lock, so it runs from
+    the commit. On PostgreSQL the stamp precedes the statement, whose lock waits are bounded
+    by ``lock_timeout``; the window is lengthened by that bound, so it too lasts at least
+    ``grace`` seconds from the commit (a retry sent inside it is never taken for reuse).
+    """
+    def window(stamp: dt.datetime) -> dt.datetime | None:
+        if not grace:
+            return None
+        return stamp + seconds(grace + storage_engine.max_lock_wait(engine))
+
+    if then is None and engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            stamp = clock()
+            return refresh_store.claim_and_insert(
+                storage_engine.autocommit(connection), child, rotated_at=stamp,
+                sealed=sealed, retry_until=window(stamp))
+    with engine.begin() as connection:
+        stamp = clock()
+        claimed = refresh_store.claim_and_insert(connection, child, rotated_at=stamp,
+                                                 sealed=sealed, retry_until=window(stamp))
+        if claimed and then is not None:
+            then(connection, stamp)
+        return claimed
+
+
+def _bind_family_to_key(session: Session | Connection, family_id: str, user_id: int,
+                        client: ClientRecord, context: DeviceContext, now: dt.datetime
+                        ) -> None:
     """RFC 9449 §5: a public client's refresh token issued in answer to a DPoP proof is
     bound to the proof's key. A family signed in without a proof is bound by its first
     refresh with one; from then on every refresh needs that key."""
@@ -420,38 +420,59 @@ def revoke_user_families(
     return len(family_ids)
 
 
-def purge_expired_retry_responses(session: Session, now: dt.datetime | None = None) -> int:
-    """Drop sealed retry responses whose grace window has passed; commit; return how many."""
-    now = now or utcnow()
-    result = session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.retry_until.is_not(None), RefreshToken.retry_until < now)
-        .values(retry_response=None, retry_until=None)
-    )
-    session.commit()
-    return result.rowcount
+def sweep_retry_responses(engine: Engine, now: dt.datetime, batch: int = 500) -> int:
+    """Clear every sealed retry response whose window has passed; return how many.
+
+    In short batches, each its own transaction; on PostgreSQL rows locked by a rotation or
+    another sweeper are skipped, never waited for (no deadlocks between processes). An
+    expired box is never opened anyway (``_retry_or_reuse`` checks the window first):
+    this only keeps the table small.
+    """
+    total = 0
+    while True:
+        with engine.begin() as connection:
+            cleared = refresh_store.sweep_batch(connection, now, batch)
+        total += cleared
+        if cleared < batch:
+            return total
 
 
 class RetrySweeper:
-    """Deletes expired sealed responses at most once per ``interval`` seconds per process.
+    """Sweeps expired sealed responses every ``interval`` seconds in a daemon thread.
 
-    Run after a rotation has committed, so the sweep never lengthens the rotation's own
-    transaction; the ``retry_until`` index keeps it to the rows that are due.
+    Started by the server's workers (``start``), one thread per process, so the cleanup
+    never runs inside a request. A failed sweep is logged and retried at the next tick.
     """
 
-    def __init__(self, interval: float = 30.0) -> None:
+    def __init__(self, interval: float = 5.0) -> None:
         self.interval = interval
-        self._next = 0.0
+        self._pid = 0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
 
-    def maybe_sweep(self, session: Session, now: dt.datetime) -> int:
-        if time.monotonic() < self._next or not self._lock.acquire(blocking=False):
-            return 0
+    def start(self, engine: Engine, clock: Clock = utcnow) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._stop.clear()
+            threading.Thread(target=self._run, args=(engine, clock), daemon=True,
+                             name="authserver-retry-sweeper").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, engine: Engine, clock: Clock) -> None:
+        while not self._stop.wait(self.interval):
+            self.sweep(engine, clock())
+
+    def sweep(self, engine: Engine, now: dt.datetime) -> int:
         try:
-            self._next = time.monotonic() + self.interval
-            return purge_expired_retry_responses(session, now)
-        finally:
-            self._lock.release()
+            return sweep_retry_responses(engine, now)
+        except DBAPIError:
+            log.warning("sweeping expired retry responses failed; the next sweep retries",
+                        exc_info=True)
+            return 0
 
 
 @dataclass(frozen=True)
@@ -471,9 +492,8 @@ class RefreshTokenInfo:
 def find_refresh_token(session: Session, presented: str, now: dt.datetime
                        ) -> RefreshTokenInfo | None:
     """Look a refresh token up by digest (one indexed query); None if unknown."""
-    row = session.execute(
-        _LOOKUP.where(RefreshToken.token_digest == creds.digest(presented))
-    ).one_or_none()
+    row = session.execute(refresh_store.LOOKUP,
+                          {"digest": creds.digest(presented)}).one_or_none()
     if row is None:
         return None
     expires = row.expires_at

@@ -189,20 +189,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 raise oauth_error(InvalidGrantError, "the refresh token was used concurrently"
                                   ) from None
             raise
-        _sweep_retry_responses()
         return 200, body, self.TOKEN_RESPONSE_HEADER
-
-
-def _sweep_retry_responses() -> None:
-    """Housekeeping after a committed rotation: best effort. Its multi-row UPDATE can lose
-    a lock conflict (a deadlock with a family revocation, or a serialization failure),
-    and that must not turn the rotation that already committed into an error response."""
-    try:
-        services().sweeper.maybe_sweep(db.session, services().clock())
-    except DBAPIError:
-        db.session.rollback()
-        log.warning("sweeping expired retry responses failed; the next sweep retries",
-                    exc_info=True)
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):

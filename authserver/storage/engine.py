@@ -1,12 +1,36 @@
-"""Engine set-up per backend: SQLite pragmas and write transactions, PostgreSQL pooling."""
+"""Engine set-up per backend: SQLite pragmas, its one-writer lock, PostgreSQL timeouts.
+
+Transactions (docs/design.md, "Storage"):
+
+- Every ORM transaction on SQLite starts with ``BEGIN IMMEDIATE`` (it takes SQLite's write
+  lock at once, so a read-then-write transaction never fails half-way with
+  SQLITE_BUSY_SNAPSHOT). Before that it takes the *writer lock*: a thread lock plus an
+  ``flock`` on a file beside the database, so writers of all server processes queue in
+  the kernel and are woken the moment the lock is free. SQLite's own busy handler sleeps
+  1, 2, 5 ... 100 ms between polls, which under load left requests asleep for a second
+  while the database sat idle.
+- The token endpoint's hot path holds none of that while it signs: it reads in
+  autocommit mode (:func:`autocommit`), and only then opens its short write transaction
+  (``engine.begin()``), or on PostgreSQL sends one self-contained statement.
+- On PostgreSQL every connection gets a ``lock_timeout`` and a ``statement_timeout``: a
+  request never waits unboundedly on a row lock or a stalled statement; it fails (503)
+  and the client retries.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 
 def resolve_database_url(url: str) -> str:
@@ -31,7 +55,8 @@ def resolve_database_url(url: str) -> str:
 HIDE_PARAMETERS = True
 
 
-def engine_options(url: str, pool_size: int) -> dict[str, Any]:
+def engine_options(url: str, pool_size: int, *, lock_timeout_ms: int = 0,
+                   statement_timeout_ms: int = 0) -> dict[str, Any]:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         options: dict[str, Any] = {"connect_args": {"check_same_thread": False},
@@ -41,19 +66,118 @@ def engine_options(url: str, pool_size: int) -> dict[str, Any]:
             # PostgreSQL's, so more threads than that do not queue for a connection.
             options.update(pool_size=pool_size, max_overflow=pool_size)
         return options
+    # Set once per connection at connect time (no round trip per request).
+    pg_options = f"-c lock_timeout={int(lock_timeout_ms)} " \
+                 f"-c statement_timeout={int(statement_timeout_ms)}"
     return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True,
-            "hide_parameters": HIDE_PARAMETERS}
+            "hide_parameters": HIDE_PARAMETERS, "connect_args": {"options": pg_options}}
+
+
+# -- transactions --------------------------------------------------------------------------
+
+_max_lock_wait: dict[Engine, float] = {}
+
+
+def max_lock_wait(engine: Engine) -> float:
+    """Seconds a statement may wait on a row lock before it fails (PostgreSQL's
+    ``lock_timeout``); 0 where writes take their lock before the clock is read (SQLite)."""
+    return _max_lock_wait.get(engine, 0.0)
+
+
+def install_postgres_limits(engine: Engine, lock_timeout_ms: int) -> None:
+    if engine.dialect.name == "postgresql":
+        _max_lock_wait[engine] = lock_timeout_ms / 1000
+
+_BEGIN = "authserver_begin"  # execution option read by the SQLite begin hook
+
+
+def autocommit(connection: Connection) -> Connection:
+    """Each statement on ``connection`` commits by itself: no BEGIN or COMMIT round trips.
+
+    For reads that need no snapshot across statements, and for single statements that are
+    atomic on their own (the refresh claim on PostgreSQL).
+    """
+    if connection.dialect.name == "sqlite":
+        return connection.execution_options(**{_BEGIN: None})
+    return connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+# -- SQLite --------------------------------------------------------------------------------
+
+
+class WriterLock:
+    """One writer at a time across every process using a SQLite file.
+
+    A thread lock serialises this process's threads (an ``flock`` is per open file, so it
+    would not); the ``flock`` on ``<database>-writer.lock`` serialises processes. Waiting
+    for the ``flock`` polls without blocking, in steps of at most 1 ms, so a wait is
+    bounded by ``timeout`` like SQLite's busy timeout. A process that dies holding the
+    lock releases it with its file descriptor.
+    """
+
+    def __init__(self, database_path: str, timeout: float) -> None:
+        self.path = database_path + "-writer.lock"
+        self.timeout = timeout
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        if not self._thread_lock.acquire(timeout=max(self.timeout, 0)):
+            raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+        try:
+            fd = self._file()
+            delay = 0.00005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise OperationalError("BEGIN IMMEDIATE", {},
+                                               Exception("database is locked")) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.001)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+_writer_locks: dict[Engine, WriterLock] = {}
+_HOLDS_LOCK = "authserver_writer_lock_held"
 
 
 def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
-    """WAL, foreign keys, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction.
-
-    ``BEGIN IMMEDIATE`` takes SQLite's write lock when the transaction starts, so a
-    read-then-write transaction (the refresh rotation) can never fail half-way with
-    SQLITE_BUSY_SNAPSHOT; writers queue on the busy timeout instead (DESIGN.md, Rotation 1).
-    """
+    """WAL, foreign keys, a busy timeout, the writer lock and ``BEGIN IMMEDIATE``."""
     if engine.dialect.name != "sqlite":
         return
+    database = engine.url.database
+    lock = None
+    if database and database != ":memory:":
+        lock = WriterLock(database, busy_timeout_ms / 1000)
+        _writer_locks[engine] = lock
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -67,5 +191,46 @@ def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(_BEGIN, "IMMEDIATE")
+        if mode is None:
+            return  # autocommit: each statement is its own transaction
+        if mode != "IMMEDIATE" or lock is None:
+            connection.exec_driver_sql(f"BEGIN {mode}")
+            return
+        lock.acquire()
+        connection.info[_HOLDS_LOCK] = True
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(connection)
+            raise
+
+    def _release(connection: Connection) -> None:
+        if connection.info.pop(_HOLDS_LOCK, False) and lock is not None:
+            lock.release()
+
+    # pysqlite's commit()/rollback() do nothing when no transaction is open, so ending the
+    # transaction here lets the writer lock go the moment SQLite's lock goes.
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection: Connection) -> None:
+        if connection.info.get(_HOLDS_LOCK):
+            try:
+                connection.connection.dbapi_connection.commit()  # type: ignore[union-attr]
+            finally:
+                _release(connection)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(connection: Connection) -> None:
+        if connection.info.get(_HOLDS_LOCK):
+            try:
+                connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+            finally:
+                _release(connection)
+
+    @event.listens_for(engine, "reset")
+    def _on_reset(dbapi_connection: Any, record: Any, _state: Any) -> None:
+        # A connection returned to the pool mid-transaction (an error path): SQLAlchemy
+        # rolls it back; make sure the writer lock does not outlive it.
+        if record is not None and record.info.pop(_HOLDS_LOCK, False) and lock is not None:
+            lock.release()
