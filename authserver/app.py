@@ -67,6 +67,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         storage_engine.install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms)
         storage_engine.install_postgres_limits(engine, settings.db_lock_timeout_ms)
 
+    from .protocol.documents import DocumentMiddleware, PublicDocuments
     from .protocol.dpop import NonceSource
     from .protocol.server import AuthServer
     from .protocol.tokens import AccessTokenIssuer
@@ -84,6 +85,9 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         else DatabaseReplayCache(engine),
         nonces=NonceSource(settings.secret_key) if settings.dpop_nonce else None,
     )
+    svc: Services = app.extensions["authserver"]
+    svc.documents = PublicDocuments(lambda: (svc.settings, svc.keys))
+    app.wsgi_app = DocumentMiddleware(app.wsgi_app, svc.documents)  # type: ignore[method-assign]
 
     from .protocol.routes import bp as oauth_bp
     from .protocol.userinfo import bp as userinfo_bp

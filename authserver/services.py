@@ -15,6 +15,7 @@ from .domain.refresh_families import RetrySweeper
 from .storage.replay_cache import ReplayCache
 
 if TYPE_CHECKING:
+    from .protocol.documents import PublicDocuments
     from .protocol.dpop import NonceSource
     from .protocol.server import AuthServer
     from .protocol.tokens import AccessTokenIssuer
@@ -31,6 +32,7 @@ class Services:
     nonces: NonceSource | None = None
     clock: Clock = utcnow
     sweeper: RetrySweeper = field(default_factory=RetrySweeper)
+    documents: PublicDocuments = field(init=False)
 
 
 def services() -> Services:

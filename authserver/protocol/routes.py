@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 
@@ -19,9 +18,8 @@ from ..domain.clients import SUPPORTED_GRANT_TYPES
 from ..extensions import db
 from ..services import services
 from ..storage.replay_cache import ReplayCacheUnavailable
-from . import dpop
+from . import documents, dpop
 from .errors import oauth_error, safe_description
-from .metadata import authorization_server_metadata, openid_configuration
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oauth", __name__)
@@ -168,30 +166,30 @@ def _token_response() -> Response:
         )
 
 
-def _cacheable_json(data: object, max_age: int) -> Response:
-    body = json.dumps(data, sort_keys=True).encode()
-    response = Response(body, mimetype="application/json")
-    response.set_etag(hashlib.sha256(body).hexdigest()[:32])
-    response.cache_control.public = True
-    response.cache_control.max_age = max_age
-    return response.make_conditional(request)
+def _document(path: str) -> Response:
+    """What :class:`~.documents.DocumentMiddleware` answers before Flask is reached; these
+    views exist for ``url_for`` and so that other methods get a 405."""
+    document = services().documents.get(path)
+    response = Response(document.body, mimetype="application/json",
+                        headers={"Cache-Control": document.cache_control,
+                                 "ETag": document.etag})
+    return response
 
 
-@bp.get("/.well-known/jwks.json")
+@bp.get(documents.JWKS_PATH)
 def jwks() -> Response:
     """Public signing keys (next, active, retired) for local verification."""
-    svc = services()
-    return _cacheable_json(svc.keys.jwks(), svc.settings.jwks_max_age)
+    return _document(documents.JWKS_PATH)
 
 
-@bp.get("/.well-known/oauth-authorization-server")
+@bp.get(documents.OAUTH_METADATA_PATH)
 def oauth_metadata() -> Response:
-    return _cacheable_json(authorization_server_metadata(services().settings), 3600)
+    return _document(documents.OAUTH_METADATA_PATH)
 
 
-@bp.get("/.well-known/openid-configuration")
+@bp.get(documents.OPENID_CONFIGURATION_PATH)
 def openid_metadata() -> Response:
-    return _cacheable_json(openid_configuration(services().settings), 3600)
+    return _document(documents.OPENID_CONFIGURATION_PATH)
 
 
 # The endpoints below register themselves on ``bp``.

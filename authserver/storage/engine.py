@@ -69,7 +69,10 @@ def engine_options(url: str, pool_size: int, *, lock_timeout_ms: int = 0,
     # Set once per connection at connect time (no round trip per request).
     pg_options = f"-c lock_timeout={int(lock_timeout_ms)} " \
                  f"-c statement_timeout={int(statement_timeout_ms)}"
-    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True,
+    # No pool_pre_ping: it costs a round trip on every checkout. A connection found dead
+    # fails its statement instead; SQLAlchemy then recycles every pooled connection of that
+    # age, and the request answers 503 (the client retries; nothing was half-done).
+    return {"pool_size": pool_size, "max_overflow": pool_size,
             "hide_parameters": HIDE_PARAMETERS, "connect_args": {"options": pg_options}}
 
 
@@ -188,6 +191,11 @@ def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # The token table grows by a row per refresh, and digests are random keys: without
+        # a larger page cache (the default is 2 MB) and memory-mapped reads, every lookup
+        # and insert of a big table costs page reads through system calls.
+        cursor.execute("PRAGMA cache_size = -65536")  # KiB: 64 MiB per connection, at most
+        cursor.execute("PRAGMA mmap_size = 1073741824")  # 1 GiB of address space, shared
         cursor.close()
 
     @event.listens_for(engine, "begin")
