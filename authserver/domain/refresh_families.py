@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -162,15 +162,15 @@ def start_family(
     return body
 
 
-def _fresh_read(session: Session) -> Connection:
+def _connection(session: Session) -> Connection:
     """A pooled connection in autocommit mode, apart from ``session``'s transaction: the
     hot path reads without taking SQLite's write lock or opening a PostgreSQL
     transaction (no BEGIN or COMMIT round trips)."""
     return storage_engine.autocommit(session.get_bind().connect())  # type: ignore[union-attr]
 
 
-def _lookup(session: Session, presented: str) -> Row | None:
-    with _fresh_read(session) as connection:
+def _lookup(session: Session, presented: str) -> refresh_store.TokenRow | None:
+    with _connection(session) as connection:
         return refresh_store.lookup(connection, creds.digest(presented))
 
 
@@ -204,23 +204,39 @@ def rotate(
     serves the rare paths: a retry, reuse, a binding mismatch.
     """
     now = clock()
-    row = _lookup(session, presented)
-    if row is None or row.client_id != client.client_id:
-        raise InvalidRefreshToken("unknown refresh token")
-    if row.revoked_at is not None or row.family_revoked_at is not None or not row.active:
-        raise InvalidRefreshToken("the refresh token was revoked")
-    bound = Bound(row.device_id, row.ua_family, row.ip, row.dpop_jkt)
-    mismatched = binding.mismatches(client.binding, bound, context)
-    if row.rotated_at is not None:
-        # A retry is only a retry from the same binding; from elsewhere it is reuse.
-        return _retry_or_reuse(session, row.id, presented, client, clock,
-                               mismatched=mismatched, bound=bound, context=context)
+    with _connection(session) as connection:
+        row = refresh_store.lookup(connection, creds.digest(presented))
+        if row is None or row.client_id != client.client_id:
+            raise InvalidRefreshToken("unknown refresh token")
+        if row.revoked_at is not None or row.family_revoked_at is not None \
+                or not row.active:
+            raise InvalidRefreshToken("the refresh token was revoked")
+        bound = Bound(row.device_id, row.ua_family, row.ip, row.dpop_jkt)
+        mismatched = binding.mismatches(client.binding, bound, context)
+        if row.rotated_at is None:
+            body = _rotate_unused(connection, session, presented, row, client,
+                                  requested_scope, issue, context, clock, now, mismatched,
+                                  bound)
+            if body is not None:
+                return body
+    # A retry is only a retry from the same binding; from elsewhere it is reuse. So is a
+    # token that another request rotated (or revoked) after our lookup.
+    return _retry_or_reuse(session, row.id, presented, client, clock,
+                           mismatched=mismatched, bound=bound, context=context)
+
+
+def _rotate_unused(
+    connection: Connection, session: Session, presented: str, row: refresh_store.TokenRow,
+    client: ClientRecord, requested_scope: str | None, issue: IssueAccessToken,
+    context: DeviceContext, clock: Clock, now: dt.datetime, mismatched: list[str],
+    bound: Bound,
+) -> dict[str, Any] | None:
+    """Rotate a token not yet used: the response body, or None when the claim was lost."""
     if _expired(row.expires_at, now) or _expired(row.family_expires_at, now):
         raise InvalidRefreshToken("the refresh token has expired")
     if mismatched:
         _binding_mismatch(session, row.family_id, row.user_id, client, mismatched, bound,
                           context, now)
-
     scope = scopes.narrow(requested_scope, scopes.parse(row.scope))
     child_token = creds.new_refresh_token()
     # A bound family's tokens carry its key; an unbound one's carry the proof's key, if any.
@@ -234,19 +250,16 @@ def rotate(
         ip=context.ip, expires_at=_expiry(now, client.refresh_idle_ttl, row.family_expires_at))
     then = None
     if row.dpop_jkt is None and context.dpop_jkt and client.public:
-        def then(connection: Connection, stamp: dt.datetime) -> None:
-            _bind_family_to_key(connection, row.family_id, row.user_id, client, context, stamp)
+        def then(tx: Connection, stamp: dt.datetime) -> None:
+            _bind_family_to_key(tx, row.family_id, row.user_id, client, context, stamp)
     sealed = retry_seal.seal(presented, body, row.id) if grace else None
-    if not _claim(session.get_bind(), child, grace=grace, sealed=sealed,  # type: ignore[arg-type]
-                  clock=clock, then=then):
-        # Another request rotated (or revoked) this token after our lookup.
-        return _retry_or_reuse(session, row.id, presented, client, clock,
-                               mismatched=mismatched, bound=bound, context=context)
-    return body
+    return body if _claim(connection, child, grace=grace, sealed=sealed, clock=clock,
+                          then=then) else None
 
 
-def _claim(engine: Engine, child: refresh_store.Child, *, grace: int, sealed: bytes | None,
-           clock: Clock, then: Callable[[Connection, dt.datetime], None] | None) -> bool:
+def _claim(connection: Connection, child: refresh_store.Child, *, grace: int,
+           sealed: bytes | None, clock: Clock,
+           then: Callable[[Connection, dt.datetime], None] | None) -> bool:
     """Claim the parent and insert ``child`` atomically; commit; True if this request won.
 
     The grace window is stamped *after* any wait for SQLite's writer lock, so it runs from
@@ -254,24 +267,29 @@ def _claim(engine: Engine, child: refresh_store.Child, *, grace: int, sealed: by
     by ``lock_timeout``; the window is lengthened by that bound, so it too lasts at least
     ``grace`` seconds from the commit (a retry sent inside it is never taken for reuse).
     """
+    engine = connection.engine
+
     def window(stamp: dt.datetime) -> dt.datetime | None:
         if not grace:
             return None
         return stamp + seconds(grace + storage_engine.max_lock_wait(engine))
 
-    if then is None and engine.dialect.name == "postgresql":
-        with engine.connect() as connection:
+    if then is not None:  # rare: more than the claim must commit with it
+        with engine.begin() as tx:
             stamp = clock()
-            return refresh_store.claim_and_insert(
-                storage_engine.autocommit(connection), child, rotated_at=stamp,
-                sealed=sealed, retry_until=window(stamp))
-    with engine.begin() as connection:
-        stamp = clock()
-        claimed = refresh_store.claim_and_insert(connection, child, rotated_at=stamp,
-                                                 sealed=sealed, retry_until=window(stamp))
-        if claimed and then is not None:
-            then(connection, stamp)
-        return claimed
+            claimed = refresh_store.claim_and_insert(tx, child, rotated_at=stamp,
+                                                     sealed=sealed, retry_until=window(stamp))
+            if claimed:
+                then(tx, stamp)
+            return claimed
+    if connection.dialect.name == "sqlite":
+        with storage_engine.sqlite_write(connection):
+            stamp = clock()
+            return refresh_store.claim_and_insert(connection, child, rotated_at=stamp,
+                                                  sealed=sealed, retry_until=window(stamp))
+    stamp = clock()
+    return refresh_store.claim_and_insert(connection, child, rotated_at=stamp, sealed=sealed,
+                                          retry_until=window(stamp))
 
 
 def _bind_family_to_key(session: Session | Connection, family_id: str, user_id: int,

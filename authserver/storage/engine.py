@@ -105,6 +105,30 @@ def autocommit(connection: Connection) -> Connection:
     return connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
+@contextlib.contextmanager
+def sqlite_write(connection: Connection) -> Iterator[None]:
+    """SQLite: one write transaction on a connection in :func:`autocommit` mode, driven on
+    the driver connection: the writer lock, ``BEGIN IMMEDIATE`` ... ``COMMIT`` (or
+    ``ROLLBACK`` on an exception). Code inside runs after every wait is over."""
+    driver = connection.connection.driver_connection
+    lock = _writer_locks.get(connection.engine)
+    with lock.held() if lock is not None else contextlib.nullcontext():
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise OperationalError("BEGIN IMMEDIATE", {}, exc) from exc
+        try:
+            yield
+        except BaseException:
+            driver.rollback()
+            raise
+        try:
+            driver.commit()
+        except connection.dialect.loaded_dbapi.Error as exc:
+            driver.rollback()
+            raise OperationalError("COMMIT", {}, exc) from exc
+
+
 # -- SQLite --------------------------------------------------------------------------------
 
 
