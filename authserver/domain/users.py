@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..storage import engine as storage_engine
 from ..storage.models import User
 from . import audit, passwords, sessions
 from . import secrets as creds
@@ -35,12 +36,13 @@ def create_user(
     problem = passwords.password_problem(password)
     if problem:
         raise ValidationError(problem, "password")
+    password_hash = passwords.hash_password(password)  # before the transaction begins
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise ValidationError(f"user {username!r} already exists", "username")
     user = User(
         subject=creds.new_subject(),
         username=username,
-        password_hash=passwords.hash_password(password),
+        password_hash=password_hash,
         email=email,
         name=name,
         active=True,
@@ -73,24 +75,84 @@ class SignInAttempt:
     failure: str | None  # "unknown_user", "wrong_password", "deactivated"
 
 
+@dataclass(frozen=True)
+class _Account:
+    """What checking a password needs of a user row."""
+
+    id: int
+    password_hash: str
+    active: bool
+
+
+def _find_account(session: Session, username: str) -> _Account | None:
+    """The account, read on its own connection in autocommit mode: no transaction, so on
+    SQLite no write lock (an ORM read through ``session`` would begin one)."""
+    users = User.__table__
+    with storage_engine.autocommit(session.get_bind().connect()) as connection:  # type: ignore[union-attr]
+        row = connection.execute(
+            select(users.c.id, users.c.password_hash, users.c.active)
+            .where(users.c.username == username)
+        ).one_or_none()
+    return _Account(row.id, row.password_hash, bool(row.active)) if row is not None else None
+
+
+def _locked_user(session: Session, user_id: int) -> User | None:
+    """The user row, read afresh and locked for an update (PostgreSQL; on SQLite the
+    transaction this begins is exclusive)."""
+    return session.scalar(select(User).where(User.id == user_id)
+                          .with_for_update(key_share=True)
+                          .execution_options(populate_existing=True))
+
+
 def check_sign_in(session: Session, username: str, password: str) -> SignInAttempt:
-    """Check a sign-in (constant work whether or not the user exists)."""
+    """Check a sign-in (constant work whether or not the user exists), holding no
+    transaction, and so no lock, while argon2 runs.
+
+    1. The account is read in autocommit mode (:func:`_find_account`).
+    2. Its password is verified with no transaction open (``passwords`` bounds how many
+       run at once; this raises ``passwords.Busy`` when the process admits no more). A
+       hash made with other parameters is rehashed then too.
+    3. Only on success is ``session`` used: the user row is read again, locked on
+       PostgreSQL, as the first statement of the transaction that the caller's writes
+       (the audit event, the sign-in) go into, and must still be active with the hash
+       that was verified: a deactivation or password change in between wins. A new hash
+       is stored in that transaction.
+
+    The caller records the outcome and commits. On failure before step 3 the session has
+    not been touched: the caller's audit event is the whole transaction.
+    """
     # Only a well-formed name is looked up (PostgreSQL rejects NUL bytes in a query: a 500).
     well_formed = bool(username) and _USERNAME.fullmatch(username) is not None
-    user = session.scalar(select(User).where(User.username == username)) if well_formed \
-        else None
-    ok = passwords.verify_password(user.password_hash if user else None, password)
-    if user is None:
+    account = _find_account(session, username) if well_formed else None
+    ok = passwords.verify_password(account.password_hash if account else None, password)
+    if account is None:
         return SignInAttempt(None, None, "unknown_user")
     if not ok:
+        return SignInAttempt(None, account.id, "wrong_password")
+    if not account.active:
+        return SignInAttempt(None, account.id, "deactivated")
+    new_hash = passwords.hash_password(password) \
+        if passwords.needs_rehash(account.password_hash) else None
+
+    # Locked (PostgreSQL): a password change or deactivation committing meanwhile waits
+    # until this sign-in has committed, and then signs it out too. The lock is the one
+    # refresh_families takes on a sign-in from a known device (FOR SHARE here would
+    # deadlock two sign-ins of one user there).
+    user = _locked_user(session, account.id)
+    if user is None:
+        return SignInAttempt(None, None, "unknown_user")
+    if user.password_hash != account.password_hash:
         return SignInAttempt(None, user.id, "wrong_password")
     if not user.active:
         return SignInAttempt(None, user.id, "deactivated")
+    if new_hash is not None:
+        user.password_hash = new_hash
     return SignInAttempt(user, user.id, None)
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    """The active user with this username and password, or None (constant work either way)."""
+    """The active user with this username and password, or None (constant work either way;
+    on success the caller commits, see :func:`check_sign_in`)."""
     return check_sign_in(session, username, password).user
 
 
@@ -109,12 +171,11 @@ def deactivate_user(session: Session, username: str, *,
     return revoked
 
 
-def _set_password(user: User, new_password: str) -> None:
+def _new_hash(new_password: str) -> str:
     problem = passwords.password_problem(new_password)
     if problem:
         raise ValidationError(problem, "new_password")
-    user.password_hash = passwords.hash_password(new_password)
-    user.password_changed_at = utcnow()
+    return passwords.hash_password(new_password)
 
 
 def change_password(session: Session, user: User, current: str, new_password: str, *,
@@ -125,13 +186,24 @@ def change_password(session: Session, user: User, current: str, new_password: st
     The browser sign-in the change was made from stays, with the apps signed in through
     it; every other family and browser sign-in ends (the caller commits). Returns the
     number of devices signed out.
+
+    argon2 (verifying the current password, hashing the new one) runs with no transaction
+    open: the one ``session`` has open, which read the signed-in user, is committed first
+    (on SQLite it holds the write lock). The writes then read the user row again, locked,
+    and refuse if the password changed meanwhile.
     """
-    if not passwords.verify_password(user.password_hash, current):
+    user_id, stored = user.id, user.password_hash
+    session.commit()  # ends the read (nothing to do when no transaction is open)
+    if not passwords.verify_password(stored, current, sign_in=False):
         raise ValidationError("the current password is not correct", "current_password")
     if current == new_password:
         raise ValidationError("the new password must differ from the current one",
                               "new_password")
-    _set_password(user, new_password)
+    new_hash = _new_hash(new_password)
+    user = _locked_user(session, user_id)  # type: ignore[assignment]
+    if user is None or user.password_hash != stored:
+        raise ValidationError("the password was changed meanwhile", "current_password")
+    user.password_hash, user.password_changed_at = new_hash, utcnow()
     revoked = sessions.sign_out_all(session, user.id, reason="password_changed",
                                     keep_login_session=login_session_id, by=by)
     audit.record(session, audit.PASSWORD_CHANGED, user_id=user.id, devices_signed_out=revoked,
@@ -141,9 +213,17 @@ def change_password(session: Session, user: User, current: str, new_password: st
 
 def reset_password(session: Session, username: str, new_password: str, *,
                    by: Mapping[str, Any] | None = None) -> int:
-    """An operator sets a new password: every device is signed out (the caller commits)."""
-    user = find_user(session, username)
-    _set_password(user, new_password)
+    """An operator sets a new password: every device is signed out (the caller commits).
+
+    The new password is hashed before the transaction begins."""
+    account = _find_account(session, username)
+    if account is None:
+        raise NotFound(f"no user {username!r}")
+    new_hash = _new_hash(new_password)
+    user = _locked_user(session, account.id)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    user.password_hash, user.password_changed_at = new_hash, utcnow()
     revoked = sessions.sign_out_all(session, user.id, reason="password_reset", by=by)
     audit.record(session, audit.PASSWORD_RESET, user_id=user.id, devices_signed_out=revoked,
                  **({"by": dict(by)} if by else {}))

@@ -8,7 +8,15 @@ from flask import redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..crypto import jose
-from ..domain import audit, login_sessions, redirect_uris, refresh_families, sessions, users
+from ..domain import (
+    audit,
+    login_sessions,
+    passwords,
+    redirect_uris,
+    refresh_families,
+    sessions,
+    users,
+)
 from ..domain.clients import ClientRecord
 from ..extensions import db
 from ..services import services
@@ -43,8 +51,15 @@ def login() -> str | BaseResponse | tuple[str, int]:
     check_csrf()
     username = request.form.get("username", "").strip()[:MAX_FIELD]
     password = request.form.get("password", "")[:MAX_FIELD]
-    attempt = (users.check_sign_in(db.session, username, password) if username and password
-               else users.SignInAttempt(None, None, "missing_credentials"))
+    # Nothing above touched the database: the check holds no transaction while argon2
+    # runs, and what follows is one short write transaction (users.check_sign_in).
+    try:
+        attempt = (users.check_sign_in(db.session, username, password) if username and password
+                   else users.SignInAttempt(None, None, "missing_credentials"))
+    except passwords.Busy:
+        return render_template("login.html", next=next_url, username=username,
+                               error="Too many sign-ins right now. Try again in a moment."), \
+            503, {"Retry-After": "1"}
     user = attempt.user
     if user is None:
         audit.record(db.session, audit.SIGN_IN_FAILED, user_id=attempt.account_id,
@@ -55,8 +70,11 @@ def login() -> str | BaseResponse | tuple[str, int]:
                                error="That username and password don't match."), 401
     row = login_sessions.start(db.session, user, user_agent=request.user_agent.string,
                                ip=request.remote_addr, now=services().clock())
-    db.session.commit()
+    # Before the commit: sign_in reads the browser's previous sign-in, which after it
+    # would begin another transaction (on SQLite: take the write lock again) to the end
+    # of the request.
     sign_in(row, next_url)
+    db.session.commit()
     return redirect(next_url, code=303)
 
 
