@@ -120,6 +120,11 @@ def start_family(
     now = clock()
     family_id = family_id or creds.new_family_id()
     expires_at = _expiry(now, client.refresh_absolute_ttl, None)
+    # Sign before the first write: no lock is held for the signature's sake.
+    refresh_token = creds.new_refresh_token() if with_refresh_token else None
+    grant = Grant(client, user.subject, user.id, family_id, scope, auth_time or now, now, nonce,
+                  context.dpop_jkt)
+    body = _response(issue(grant), refresh_token, scope)
     if context.device_id is not None:
         _replace_device_family(session, user.id, client.client_id, context.device_id, now)
     session.execute(
@@ -140,9 +145,7 @@ def start_family(
             dpop_jkt=context.dpop_jkt if bind_dpop else None,
         )
     )
-    refresh_token = None
-    if with_refresh_token:
-        refresh_token = creds.new_refresh_token()
+    if refresh_token is not None:
         session.execute(
             insert(RefreshToken).values(
                 family_id=family_id,
@@ -155,9 +158,6 @@ def start_family(
     audit.record(session, audit.FAMILY_CREATED, user_id=user.id, client_id=client.client_id,
                  family_id=family_id, now=now, grant_type=grant_type,
                  device=context.describe(), dpop_bound=bind_dpop and bool(context.dpop_jkt))
-    grant = Grant(client, user.subject, user.id, family_id, scope, auth_time or now, now, nonce,
-                  context.dpop_jkt)
-    body = _response(issue(grant), refresh_token, scope)
     session.commit()
     return body
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749.errors import (
     InsecureTransportError,
     InvalidRequestError,
@@ -18,7 +19,7 @@ from ..domain.clients import SUPPORTED_GRANT_TYPES
 from ..extensions import db
 from ..services import services
 from ..storage.replay_cache import ReplayCacheUnavailable
-from . import documents, dpop
+from . import documents, dpop, grants
 from .errors import oauth_error, safe_description
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,10 @@ def _token_response() -> Response:
         rejected = _validate_dpop()
         if rejected is not None:
             return rejected
-        response = services().oauth.create_token_response()
+        if request.form["grant_type"] == "refresh_token":
+            response = _refresh_response()
+        else:
+            response = services().oauth.create_token_response()
         if services().nonces is not None:
             response.headers["DPoP-Nonce"] = services().nonces.current(  # type: ignore[union-attr]
                 services().clock())
@@ -164,6 +168,18 @@ def _token_response() -> Response:
             {"error": "server_error", "error_description": "internal error"}, 500,
             {"Cache-Control": "no-store"},
         )
+
+
+def _refresh_response() -> Response:
+    """The refresh grant without Authlib's dispatch (``grants.refresh_token_grant``)."""
+    if not is_secure_transport(request.url):
+        raise InsecureTransportError()
+    try:
+        client = services().oauth.authenticate_refresh_client(request.headers, request.form)
+        status, body, headers = grants.refresh_token_grant(client)
+    except OAuth2Error as error:
+        return error_response(error)
+    return json_response(body, status, dict(headers))
 
 
 def _document(path: str) -> Response:

@@ -28,7 +28,6 @@ class AuthServer(AuthorizationServer):
         self.register_grant(grants.AuthorizationCodeGrant)
         self.register_grant(grants.PasswordGrant)
         self.register_grant(grants.ClientCredentialsGrant)
-        self.register_grant(grants.RefreshTokenGrant)
 
     def query_client(self, client_id: str) -> ClientRecord | None:
         return self.clients.get(client_id)
@@ -36,21 +35,24 @@ class AuthServer(AuthorizationServer):
     def authenticate_client(
         self, request: OAuth2Request, methods: Any, endpoint: str = "token"
     ) -> ClientRecord:
-        # Only a public client's refresh trusts the per-process cache (authenticate_client
-        # uses it for method none only): a disabled or deleted client's families are revoked
-        # in the same transaction, so a stale record still fails. Every grant that starts a
-        # new sign-in reads the stored record: no process mints a token for a client
-        # disabled elsewhere.
-        if request.form.get("grant_type") == "refresh_token":
-            client, method = authenticate_client(
-                request.headers, request.form, self.clients.get, now=services().clock(),
-                reload=self.clients.reload,
-                implied_client_id=lambda: refresh_families.client_of(
-                    db.session, request.form.get("refresh_token")))
-        else:
-            client, method = authenticate_client(request.headers, request.form,
-                                                 self.clients.reload, now=services().clock())
+        # Every grant that starts a new sign-in reads the stored record: no process mints a
+        # token for a client disabled elsewhere.
+        client, method = authenticate_client(request.headers, request.form,
+                                             self.clients.reload, now=services().clock())
         request.auth_method = method
+        return client
+
+    def authenticate_refresh_client(self, headers: Any, form: Any) -> ClientRecord:
+        """The client of a refresh request. Only here does a public client trust the
+        per-process cache (``authenticate_client`` uses it for method none only): a
+        disabled or deleted client's families are revoked in the same transaction, so a
+        stale record still fails. RFC 6749 §6: a public client may name no client, and
+        is then the one the refresh token was issued to."""
+        client, _ = authenticate_client(
+            headers, form, self.clients.get, now=services().clock(),
+            reload=self.clients.reload,
+            implied_client_id=lambda: refresh_families.client_of(
+                db.session, form.get("refresh_token")))
         return client
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
