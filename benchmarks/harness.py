@@ -1,5 +1,9 @@
 """Shared benchmark plumbing: a real ``authserver serve`` process, its database, its CPU.
 
+Nothing here assumes which HTTP server ``authserver serve`` runs (gunicorn, granian, ...):
+its processes are the serve process and all its descendants, and it is ready when the
+JWKS answers 200 and that process tree has stopped growing.
+
 The server is started exactly as an operator starts it (the README): ``authserver db
 upgrade``, ``authserver keys ensure`` and ``authserver serve`` with ``AUTHSERVER_*``
 environment variables, in a throw-away working directory with its own ``keys/``. It binds
@@ -13,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import math
 import os
 import re
 import secrets
@@ -175,18 +178,38 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (Linux /proc; empty elsewhere)."""
-    found = []
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process (Linux /proc; empty elsewhere)."""
+    parents = {}
     for entry in Path("/proc").glob("[0-9]*/stat"):
         try:
             stat = entry.read_text()
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            found.append(int(entry.parent.name))
+        if len(fields) > 1 and fields[1].isdigit():
+            parents[int(entry.parent.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: children, their children, and so on (Linux /proc)."""
+    below: dict[int, list[int]] = {}
+    for child, parent in _parents().items():
+        below.setdefault(parent, []).append(child)
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        for child in below.get(pending.pop(), []):
+            if child not in found:
+                found.append(child)
+                pending.append(child)
     return sorted(found)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (for CPU accounting of a multi-process server)."""
+    return [pid, *descendants(pid)]
 
 
 def cpu_snapshot(pids: Sequence[int]) -> dict[int, float]:
@@ -203,116 +226,12 @@ def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(max(0.0, value - before.get(pid, 0.0)) for pid, value in after.items())
 
 
-# -- statistics --------------------------------------------------------------------------
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float | None:
-    """Nearest-rank percentile of an ascending sequence; None when it is empty."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-# -- a lean HTTP/1.1 client -------------------------------------------------------------
-
-
-class ProtocolError(Exception):
-    """The server's answer was not HTTP/1.x this client can read."""
-
-
-class LeanHTTP:
-    """A minimal HTTP/1.1 client for load generation: far less CPU than ``http.client``.
-
-    One connection, reused while the server keeps it alive (gunicorn's sync workers close
-    it after every response; gthread workers keep it). Responses must carry
-    ``Content-Length`` or end with the connection; chunked bodies are refused.
-    """
-
-    MAX_RESPONSE = 1 << 20
-    MAX_READS = 4096
-
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.address = (host, port)
-        self.timeout = timeout
-        self.sock: socket.socket | None = None
-        self.host_header = f"{host}:{port}"
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    def request(self, method: str, path: str, body: bytes = b"",
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host_header}",
-                 f"Content-Length: {len(body)}"]
-        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        return self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-
-    def send(self, raw_request: bytes) -> tuple[int, bytes]:
-        """Send one complete request; return (status, body). Raises OSError/ProtocolError."""
-        if self.sock is None:
-            self.sock = socket.create_connection(self.address, timeout=self.timeout)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock = self.sock
-        try:
-            sock.sendall(raw_request)
-            status, body, keep_alive = self._read_response(sock)
-        except BaseException:
-            self.close()
-            raise
-        if not keep_alive:
-            self.close()
-        return status, body
-
-    def _read_response(self, sock: socket.socket) -> tuple[int, bytes, bool]:
-        buffer = b""
-        for _ in range(self.MAX_READS):
-            end = buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ProtocolError("connection closed before the response headers")
-            buffer += chunk
-        else:
-            raise ProtocolError("response headers too long")
-        head, body = buffer[:end].decode("latin-1"), buffer[end + 4:]
-        status_line, _, header_block = head.partition("\r\n")
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise ProtocolError(f"bad status line {status_line[:60]!r}")
-        headers = {}
-        for line in header_block.split("\r\n"):
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip().lower()
-        if "chunked" in headers.get("transfer-encoding", ""):
-            raise ProtocolError("chunked responses are not supported")
-        keep_alive = parts[0] == "HTTP/1.1" and headers.get("connection") != "close"
-        length_header = headers.get("content-length")
-        length = int(length_header) if length_header is not None else None
-        if length is None:
-            keep_alive = False
-        limit = self.MAX_RESPONSE if length is None else min(length, self.MAX_RESPONSE)
-        for _ in range(self.MAX_READS):
-            if len(body) >= limit:
-                break
-            chunk = sock.recv(65536)
-            if not chunk:
-                if length is not None:
-                    raise ProtocolError("connection closed inside the response body")
-                break
-            body += chunk
-        return int(parts[1]), body, keep_alive
-
-
 # -- the server --------------------------------------------------------------------------
 
 
 @dataclass
 class Server:
-    """A running ``authserver serve`` (gunicorn master ``process``; workers are its children)."""
+    """A running ``authserver serve``: ``process`` and its descendants (workers)."""
 
     url: str
     host: str
@@ -320,8 +239,8 @@ class Server:
     env: dict[str, str]
     workdir: Path
     process: subprocess.Popen[bytes]
-    workers: int | None = None
-    threads: int = 1
+    workers: int | None = None  # as ``authserver serve`` announced them, if it did
+    threads: int | None = None
     algorithms: list[str] = field(default_factory=list)  # of the published signing keys
     extra_settings: list[str] = field(default_factory=list)
 
@@ -330,11 +249,11 @@ class Server:
         return run_cli(self.env, self.workdir, *args, input=input)
 
     def worker_pids(self) -> list[int]:
-        return children(self.process.pid)
+        return descendants(self.process.pid)
 
     def pids(self) -> list[int]:
-        """The gunicorn master and its workers."""
-        return [self.process.pid, *self.worker_pids()]
+        """The serve process and all its descendants, whatever the HTTP server."""
+        return process_tree(self.process.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -344,7 +263,7 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        """SIGTERM the server's process group (gunicorn drains), SIGKILL after 15 s."""
+        """SIGTERM the server's process group (it drains), SIGKILL after 15 s."""
         if self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -412,7 +331,7 @@ def register(env: dict[str, str], workdir: Path, reuse_grace: int) -> str:
 def server(workdir: Path, database_url: str, *, workers: int | None = None,
            threads: int | None = None, alg: str | None = None,
            start_timeout: float = 60.0) -> Iterator[Server]:
-    """Migrate, ensure a key, and serve under gunicorn on 127.0.0.1; stopped on exit.
+    """Migrate, ensure a key, and ``authserver serve`` on 127.0.0.1; stopped on exit.
 
     ``workers`` / ``threads`` of None leave ``authserver serve``'s own defaults.
     """
@@ -431,12 +350,12 @@ def server(workdir: Path, database_url: str, *, workers: int | None = None,
         process = subprocess.Popen(command, env=env, cwd=workdir, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=_die_with_parent)
-    srv = Server(url, LOOPBACK, port, env, workdir, process, threads=threads or 1,
+    srv = Server(url, LOOPBACK, port, env, workdir, process, workers=workers, threads=threads,
                  extra_settings=extra)
     try:
         _wait_ready(srv, start_timeout)
-        srv.workers = _announced_workers(srv) or len(srv.worker_pids()) or None
-        srv.threads = _announced_threads(srv) or srv.threads
+        srv.workers = _announced(srv, r"\((\d+) workers") or srv.workers
+        srv.threads = _announced(srv, r"x (\d+) threads\)") or srv.threads
         yield srv
     finally:
         srv.stop()
@@ -453,21 +372,25 @@ def _die_with_parent() -> None:
         pass
 
 
-def _announced_workers(srv: Server) -> int | None:
-    """The worker count ``authserver serve`` announced on start-up."""
-    match = re.search(r"\((\d+) workers", srv.log_tail(200))
+def _announced(srv: Server, pattern: str) -> int | None:
+    """A number from ``authserver serve``'s own start-up line, if it printed one.
+
+    Information for the report only; readiness never depends on the log's wording.
+    """
+    match = re.search(pattern, srv.log_tail(200))
     return int(match.group(1)) if match else None
 
 
-def _announced_threads(srv: Server) -> int | None:
-    """The threads per worker ``authserver serve`` announced on start-up."""
-    match = re.search(r"x (\d+) threads\)", srv.log_tail(200))
-    return int(match.group(1)) if match else None
+def _wait_ready(srv: Server, timeout: float, settle: float = 1.0) -> None:
+    """Until the JWKS answers 200 and the process tree was unchanged for ``settle`` s.
 
-
-def _wait_ready(srv: Server, timeout: float) -> None:
-    """Until the JWKS answers 200 and every worker is up; bounded by ``timeout``."""
+    The HTTP probe says the server accepts requests; the settling wait lets every worker
+    process start (a server that spawns workers after binding its socket answers the
+    first probe before its last worker exists). Bounded by ``timeout``.
+    """
     deadline = time.monotonic() + timeout
+    tree: list[int] | None = None
+    stable_since = 0.0
     while time.monotonic() < deadline:
         if srv.process.poll() is not None:
             raise RuntimeError("the server exited during start-up:\n" + srv.log_tail())
@@ -479,8 +402,10 @@ def _wait_ready(srv: Server, timeout: float) -> None:
         keys = json.loads(body).get("keys") if status == 200 else None
         if keys:
             srv.algorithms = sorted({str(key.get("alg")) for key in keys})
-            expected = _announced_workers(srv)
-            if expected is None or len(srv.worker_pids()) >= expected:
+            now_tree = srv.pids()
+            if now_tree != tree:
+                tree, stable_since = now_tree, time.monotonic()
+            elif time.monotonic() - stable_since >= settle:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"the server did not become ready in {timeout:.0f} s:\n" + srv.log_tail())
