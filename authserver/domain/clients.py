@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from ..storage import driver
 from ..storage.models import Client, TokenFamily
 from . import audit, refresh_families, scopes
 from . import secrets as creds
@@ -282,12 +284,15 @@ def load_client(connection: Connection, client_id: str) -> ClientRecord | None:
     no ORM session, no transaction held afterwards)."""
     if not valid_client_id(client_id):
         return None
-    row = connection.execute(_BY_CLIENT_ID, {"client_id": client_id}).one_or_none()
-    return ClientRecord.from_model(row) if row is not None else None  # type: ignore[arg-type]
+    row = driver.fetchone(connection, _BY_CLIENT_ID, {"client_id": client_id})
+    if row is None:
+        return None
+    return ClientRecord.from_model(SimpleNamespace(**dict(zip(_COLUMNS, row, strict=True))))  # type: ignore[arg-type]
 
 
 _BY_CLIENT_ID = select(Client.__table__).where(
     Client.__table__.c.client_id == bindparam("client_id"))
+_COLUMNS = tuple(column.name for column in _BY_CLIENT_ID.selected_columns)
 
 
 def get_client(session: Session, client_id: str) -> ClientRecord:

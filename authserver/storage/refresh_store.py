@@ -6,20 +6,20 @@ the compare-and-set UPDATE and the INSERT, inside ``BEGIN IMMEDIATE``). The inva
 lives in SQL: a token is claimed only ``WHERE rotated_at IS NULL AND revoked_at IS NULL``,
 so of two requests presenting one token exactly one claims it (docs/design.md,
 "Rotation"). Everything here runs on a plain SQLAlchemy ``Connection``: no ORM session,
-no statement construction, only the compiled-statement cache.
+no statement construction: the two statements of a successful rotation run on the driver
+connection (``storage.driver``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import Connection
 
+from . import driver
 from .base import UTCDateTime
 from .models import RefreshToken, TokenFamily, User
 
@@ -150,79 +150,11 @@ class TokenRow(NamedTuple):
     active: bool
 
 
-_TIMESTAMPS = [TokenRow._fields.index(name) for name in (
-    "expires_at", "rotated_at", "revoked_at", "created_at", "auth_time", "family_expires_at",
-    "family_revoked_at")]
-_ACTIVE = TokenRow._fields.index("active")
-
-
-# -- the hot path: driver-level execution --------------------------------------------------
-#
-# The two statements of a rotation run on the DBAPI connection itself with SQL compiled
-# once per dialect from the statements above. SQLAlchemy's execution layer (result
-# metadata, type processing, events) cost more than the statements here, and psycopg builds
-# a description object per column of every result it is asked to describe (0.3 ms for
-# the lookup's 18 columns). Timestamps are converted as ``UTCDateTime`` does: naive UTC,
-# and on SQLite the same text format SQLAlchemy writes, so comparisons in SQL agree.
-
-
-@dataclass(frozen=True)
-class _Sql:
-    text: str
-    order: tuple[str, ...] | None  # positional parameter names (SQLite), else named
-
-    def params(self, values: dict[str, Any]) -> Any:
-        return values if self.order is None else tuple(values[name] for name in self.order)
-
-
-@functools.cache
-def _sql(statement: Any, dialect: Dialect) -> _Sql:
-    compiled = statement.compile(dialect=dialect)
-    return _Sql(str(compiled), tuple(compiled.positiontup) if compiled.positional else None)
-
-
-def _bind_time(value: dt.datetime | None, sqlite: bool) -> Any:
-    if value is None:
-        return None
-    naive = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
-
-
-def _result_time(value: Any) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=dt.UTC)  # type: ignore[no-any-return]
-
-
-def _execute(connection: Connection, sql: _Sql, values: dict[str, Any]) -> Any:
-    """Run ``sql`` on the driver; its errors surface as SQLAlchemy's (``OperationalError``
-    and the rest, as the endpoints expect), and a dead connection is invalidated so the
-    pool never hands it out again."""
-    driver = connection.connection.driver_connection
-    dbapi = connection.dialect.loaded_dbapi
-    try:
-        return driver.execute(sql.text, sql.params(values))
-    except dbapi.Error as exc:
-        disconnected = connection.dialect.is_disconnect(exc, driver, None)
-        if disconnected:
-            connection.invalidate(exc)
-        raise DBAPIError.instance(sql.text, None, exc, dbapi.Error,
-                                  connection_invalidated=disconnected,
-                                  dialect=connection.dialect) from exc
-
 
 def lookup(connection: Connection, digest: str) -> TokenRow | None:
     """The token with this digest, its family and user (one indexed query), or None."""
-    row = _execute(connection, _sql(LOOKUP, connection.dialect), {"digest": digest}).fetchone()
-    if row is None:
-        return None
-    values = list(row)
-    for index in _TIMESTAMPS:
-        values[index] = _result_time(values[index])
-    values[_ACTIVE] = bool(values[_ACTIVE])
-    return TokenRow(*values)
+    row = driver.fetchone(connection, LOOKUP, {"digest": digest})
+    return TokenRow(*row) if row is not None else None
 
 
 def claim_and_insert(connection: Connection, child: Child, *, rotated_at: dt.datetime,
@@ -231,18 +163,17 @@ def claim_and_insert(connection: Connection, child: Child, *, rotated_at: dt.dat
     first; True if this call did. On SQLite the caller holds the write transaction; on
     PostgreSQL this is one statement, atomic on its own (autocommit) or inside the
     caller's transaction."""
-    sqlite = connection.dialect.name == "sqlite"
-    values = {"p_parent_id": child.parent_id, "p_rotated_at": _bind_time(rotated_at, sqlite),
-              "sealed": sealed, "p_retry_until": _bind_time(retry_until, sqlite),
+    stamp = driver.bind_time(connection, rotated_at)
+    values = {"p_parent_id": child.parent_id, "p_rotated_at": stamp, "sealed": sealed,
+              "p_retry_until": driver.bind_time(connection, retry_until),
               "p_family_id": child.family_id, "child_digest": child.digest, "p_ip": child.ip,
-              "child_expires_at": _bind_time(child.expires_at, sqlite),
-              "child_created_at": _bind_time(rotated_at, sqlite)}
-    if not sqlite:
-        return _execute(connection, _sql(_CLAIM_AND_INSERT, connection.dialect),
-                        values).fetchone() is not None
-    if _execute(connection, _sql(_CLAIM, connection.dialect), values).rowcount != 1:
+              "child_expires_at": driver.bind_time(connection, child.expires_at),
+              "child_created_at": stamp}
+    if connection.dialect.name != "sqlite":
+        return driver.execute(connection, _CLAIM_AND_INSERT, values).fetchone() is not None
+    if driver.execute(connection, _CLAIM, values).rowcount != 1:
         return False
-    _execute(connection, _sql(_INSERT_CHILD, connection.dialect), values)
+    driver.execute(connection, _INSERT_CHILD, values)
     return True
 
 
