@@ -164,3 +164,34 @@ def test_racing_sweepers_and_rotations_do_not_deadlock(oauth, app, clock, backen
         for thread in sweepers:
             thread.join(timeout=30)
     assert not errors
+
+
+def test_killed_database_connections_give_503_json_and_lose_no_token(oauth, app, backend):
+    """PostgreSQL terminates every connection of the server's pool (a failover, an operator's
+    pg_terminate_backend) between refreshes: each answer is 200 or a clean 503 JSON, never a
+    500; after a 503 the same token still works, so the chain never breaks."""
+    if backend != "postgresql":
+        pytest.skip("terminating server connections is PostgreSQL's")
+    oauth.create_user()
+    app_client = oauth.first_party_app(reuse_grace=10)
+    token = oauth.login_pair(app_client)["refresh_token"]
+    with app.app_context():
+        url = db.engine.url
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    statuses = []
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        for _ in range(6):
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            for _attempt in range(3):
+                response = oauth.refresh(app_client, token)
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    token = response.get_json()["refresh_token"]
+                    break
+                body = assert_oauth_error(response, "temporarily_unavailable", status=503)
+                assert response.headers["Retry-After"] == "1", body
+            else:
+                pytest.fail(f"the token never worked again: {statuses}")
+    assert statuses.count(200) == 6, statuses
+    assert 503 in statuses, "the kill must have reached the pool"
