@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test install test-deps browser lint bench clean
+.PHONY: run test install test-deps browser lint bench wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,15 @@ test: test-deps
 lint: .make-test-deps
 	$(BIN)/ruff check authserver tests migrations $(wildcard benchmarks)
 
-bench: .make-test-deps
-	$(BIN)/python benchmarks/refresh.py
+# The benchmark drives every server with wrk (Debian's package) and runs node-oidc-provider
+# beside ours (npm installs it into ~/.cache/authserver-bench on first use).
+wrk:
+	@command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; }
+
+bench: .make-test-deps wrk
+	$(BIN)/python benchmarks/refresh.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .make-* instance .pytest_cache
