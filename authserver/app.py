@@ -7,7 +7,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings, load_settings
@@ -28,12 +29,23 @@ def _load_client(client_id: str) -> ClientRecord | None:
         return load_client(connection, client_id)
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building a signer for a request that carries
+    no session cookie: every API call (the token endpoint's hot path among them)."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def create_app(overrides: Mapping[str, Any] | None = None,
                settings: Settings | None = None) -> Flask:
     """Build the app: settings (validated), database, keys, OAuth server, routes, CLI."""
     settings = settings or load_settings(overrides)
     # No app-level static folder: its /static route would shadow the web blueprint's.
     app = Flask(__name__, static_folder=None)
+    app.session_interface = _SessionInterface()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     database_url = storage_engine.resolve_database_url(settings.database_url)
