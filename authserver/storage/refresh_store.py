@@ -75,16 +75,7 @@ _INSERT_CHILD = insert(_tokens).values(
 # PostgreSQL: claim and insert in one statement, atomic on its own, so it runs in
 # autocommit mode: no BEGIN and COMMIT round trips. When the claim matches no row the
 # INSERT inserts none and the statement returns no row.
-_claimed = (
-    update(_tokens)
-    .where(_tokens.c.id == bindparam("p_parent_id"),
-           _tokens.c.rotated_at.is_(None),
-           _tokens.c.revoked_at.is_(None))
-    .values(rotated_at=bindparam("p_rotated_at"), retry_response=bindparam("sealed"),
-            retry_until=bindparam("p_retry_until"))
-    .returning(_tokens.c.id, _tokens.c.family_id)
-    .cte("claimed")
-)
+_claimed = _CLAIM.returning(_tokens.c.id, _tokens.c.family_id).cte("claimed")
 _CLAIM_AND_INSERT = (
     insert(_tokens)
     .from_select(
