@@ -115,6 +115,15 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     return app
 
 
+def start_background_work(app: Flask) -> None:
+    """What a serving process runs besides requests: the sweeper of expired sealed retry
+    responses (docs/design.md, "Rotation" 5). Called by ``authserver serve``'s workers,
+    not by ``create_app``: tests and CLI commands start no threads."""
+    svc: Services = app.extensions["authserver"]
+    with app.app_context():
+        svc.sweeper.start(db.engine, svc.clock)
+
+
 def _reject_undecodable_host() -> None:
     """A Host header that is no valid IDNA name (``xn--a``) makes every ``request.url``
     raise UnicodeError (Werkzeug decodes it); Authlib reads it on each OAuth request.

@@ -195,3 +195,25 @@ def test_killed_database_connections_give_503_json_and_lose_no_token(oauth, app,
                 pytest.fail(f"the token never worked again: {statuses}")
     assert statuses.count(200) == 6, statuses
     assert 503 in statuses, "the kill must have reached the pool"
+
+
+def test_a_serving_process_sweeps_expired_windows_in_the_background(oauth, app, clock):
+    """``start_background_work`` (what ``authserver serve``'s workers call) clears expired
+    sealed responses on its own, with no request arriving."""
+    from authserver.app import start_background_work
+
+    oauth.create_user()
+    app_client = oauth.first_party_app(reuse_grace=1)
+    first = oauth.login_pair(app_client)
+    oauth.refresh(app_client, first["refresh_token"])
+    clock.advance(5)
+    sweeper = app.extensions["authserver"].sweeper
+    sweeper.interval = 0.05
+    start_background_work(app)
+    try:
+        deadline = time.monotonic() + 10
+        while _state(app, first["refresh_token"])[0].retry_response is not None:
+            assert time.monotonic() < deadline, "the background sweep never ran"
+            time.sleep(0.05)
+    finally:
+        sweeper.stop()
