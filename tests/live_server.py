@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +29,23 @@ class LiveServer:
     url: str
     env: dict[str, str]
     process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        """What the server printed so far (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes: the children of the ``authserver serve`` process."""
+        pids: list[int] = []
+        for children in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pids += [int(pid) for pid in children.read_text().split()]
+        return sorted(pids)
 
     def cli(self, *args: str, input: str | None = None) -> str:
         result = subprocess.run([AUTHSERVER, *args], env=self.env, input=input,
@@ -48,7 +66,14 @@ class LiveServer:
                 self.process.wait()
 
 
-def start(workdir: Path, database_url: str, workers: int = 2) -> LiveServer:
+def start(workdir: Path, database_url: str, workers: int = 2, *,
+          serve_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None,
+          log_name: str = "server.log", prepare: bool = True) -> LiveServer:
+    """Migrate, ensure a key and ``authserver serve``; returns once the JWKS answers.
+
+    ``serve_args`` are more ``serve`` options; ``extra_env`` is set for ``serve`` only;
+    ``prepare=False`` skips the migration and key (another server already did them).
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -58,25 +83,28 @@ def start(workdir: Path, database_url: str, workers: int = 2) -> LiveServer:
         "AUTHSERVER_KEYS_DIR": str(workdir / "keys"),
         "AUTHSERVER_SECRET_KEY": "live-test-secret-key-0123456789abcdef",
     }
-    for step in (["db", "upgrade"], ["keys", "ensure"]):
+    for step in (["db", "upgrade"], ["keys", "ensure"]) if prepare else ():
         subprocess.run([AUTHSERVER, *step], env=env, check=True, capture_output=True,
                        timeout=120)
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    log_path = workdir / log_name
+    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
         [AUTHSERVER, "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+         "--workers", str(workers), *serve_args],
+        env={**env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    server = LiveServer(url, env, process)
+    server = LiveServer(url, env, process, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError((workdir / "server.log").read_text())
+            raise RuntimeError(log_path.read_text())
         try:
             if requests.get(f"{url}/.well-known/jwks.json", timeout=5).status_code == 200:
                 return server
         except requests.RequestException:
-            # Refused before gunicorn listens; a timeout while its workers still boot.
+            # Refused before serve listens (it binds after its checks); reset or a
+            # timeout while the workers still build their apps.
             time.sleep(0.1)
     server.stop()
-    raise RuntimeError("server did not start: " + (workdir / "server.log").read_text())
+    raise RuntimeError("server did not start: " + log_path.read_text())
