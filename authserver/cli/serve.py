@@ -6,8 +6,12 @@ headers, or idle, never holds a Python thread. A request is handed to one of the
 ``--threads`` Python threads once its head has arrived; the thread then reads the body
 (granian has no body timeout: a buffering reverse proxy in front covers that).
 
-The workers share one listening socket bound here, and granian internals are overridden
-for that and for clean shutdowns (``_server``): tests/test_serve_resilience.py checks both.
+Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads connections
+evenly over the workers (with one shared socket the first worker to wake took nearly all
+of them, and the server ran on one core). The address is claimed first (``_claim``), so a
+second server on the same address fails to start instead of silently taking part of the
+connections. granian internals are overridden for clean shutdowns (``_server``):
+tests/test_serve_resilience.py checks both.
 """
 
 from __future__ import annotations
@@ -132,29 +136,31 @@ class AccessLog:
             os.write(self.fd, line.encode("utf-8", "backslashreplace"))
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The one listening socket every worker accepts from.
+def _claim(host: str, port: int) -> socket.socket:
+    """Make sure no other server listens on ``host:port``, and keep it that way.
 
-    Bound here, without SO_REUSEPORT (granian's own per-worker sockets use it): a second
-    server on the same address fails with "address in use" instead of silently taking
-    half of the connections, and a worker that dies drops no queued connection.
+    A plain bind (no SO_REUSEPORT) fails while any socket holds the address, so a second
+    instance refuses to start. Then a socket bound with SO_REUSEPORT, never listening, is
+    held for this server's life: the workers' SO_REUSEPORT listeners can join it, a later
+    plain bind cannot. It receives no connections (only listening sockets do).
     """
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    guard = socket.socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(address)
-        sock.listen(BACKLOG)
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        guard.bind(address)
     except OSError as exc:
-        sock.close()
+        guard.close()
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
+    return guard
 
 
 def _raise_open_files_limit(max_connections: int) -> None:
@@ -166,18 +172,11 @@ def _raise_open_files_limit(max_connections: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def _server(listener: socket.socket, **options: Any) -> Any:
-    """A granian multi-process server accepting from ``listener``."""
-    from granian._granian import SocketHolder
+def _server(**options: Any) -> Any:
+    """A granian multi-process server that exits cleanly on a group-wide signal."""
     from granian.server import MPServer
 
     class Server(MPServer):  # type: ignore[misc, valid-type]
-        def _init_shared_socket(self) -> None:
-            self._ssp = None
-            self._sso = listener
-            self._sfd = listener.fileno()
-            self._shd = SocketHolder(self._sfd, False, BACKLOG)
-
         def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
             # systemd and Ctrl-C signal the workers too: one that finishes draining
             # before we stop it has not crashed (no "unexpected exit", exit status 0).
@@ -235,13 +234,12 @@ def serve(host: str, port: int, workers: int, threads: int, header_timeout: int,
     from granian.log import LogLevels
 
     _preflight()
-    listener = _listen(host, port)
+    guard = _claim(host, port)  # noqa: F841 - held open while serving
     _raise_open_files_limit(max_connections)
     where = f"[{host}]" if ":" in host else host
     click.echo(f"authserver: serving {services().settings.issuer} on http://{where}:{port} "
                f"({workers} workers x {threads} threads)", err=True)
     _server(
-        listener,
         target=LOGGED_WORKER_APP if access_log else WORKER_APP,
         factory=True,
         address=host,
