@@ -459,10 +459,13 @@ class RetrySweeper:
     """Sweeps expired sealed responses every ``interval`` seconds in a daemon thread.
 
     Started by the server's workers (``start``), one thread per process, so the cleanup
-    never runs inside a request. A failed sweep is logged and retried at the next tick.
+    never runs inside a request. Every second, not every few: on SQLite clearing a few
+    thousand boxes at once cost the refreshes around it a third of their throughput
+    (measured: 707/s with a 5 s interval, 875/s with 1 s, 1,027/s with none, one worker).
+    A failed sweep is logged and retried at the next tick.
     """
 
-    def __init__(self, interval: float = 5.0) -> None:
+    def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._pid = 0
         self._lock = threading.Lock()
