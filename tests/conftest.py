@@ -67,6 +67,20 @@ def create_postgres_database(purpose: str = "test") -> str:
     return _postgres_admin_url().rsplit("/", 1)[0] + "/" + name
 
 
+def backend_database(request: pytest.FixtureRequest, workdir: Path, purpose: str) -> str:
+    """The database of a fixture parametrised with ``"sqlite"`` / ``"postgresql"``: a SQLite
+    file in ``workdir``, or a fresh PostgreSQL database dropped when the fixture ends
+    (skipped, with the reason, where PostgreSQL cannot be reached)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{workdir / 'authserver.sqlite3'}"
+    reason = _postgres_reachable()
+    if reason:
+        pytest.skip(reason)
+    url = create_postgres_database(purpose)
+    request.addfinalizer(lambda: drop_postgres_database(url))
+    return url
+
+
 def drop_postgres_database(url: str) -> None:
     _admin_execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 

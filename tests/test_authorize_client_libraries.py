@@ -20,7 +20,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from requests_oauthlib import OAuth2Session as RequestsOAuth2Session
 
 from . import live_server
-from .conftest import _postgres_reachable, create_postgres_database, drop_postgres_database
+from .conftest import backend_database
 from .helpers import PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("authorize")]
@@ -32,14 +32,7 @@ SCOPE = "openid profile email offline_access"
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("authorize-live")
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'authserver.sqlite3'}"
-    else:
-        reason = _postgres_reachable()
-        if reason:
-            pytest.skip(reason)
-        url = create_postgres_database("authorize")
-        request.addfinalizer(lambda: drop_postgres_database(url))
+    url = backend_database(request, workdir, "authorize")
     srv = live_server.start(workdir, url)
     srv.cli("users", "create", "alice", "--password-stdin", "--email", "alice@example.com",
             "--name", "Alice Liddell", input=PASSWORD + "\n")

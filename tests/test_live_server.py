@@ -17,7 +17,7 @@ from oauthlib.oauth2 import BackendApplicationClient, LegacyApplicationClient
 from requests_oauthlib import OAuth2Session as RequestsOAuth2Session
 
 from . import live_server
-from .conftest import _postgres_reachable, create_postgres_database, drop_postgres_database
+from .conftest import backend_database
 from .helpers import PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
@@ -26,14 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("live")
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'authserver.sqlite3'}"
-    else:
-        reason = _postgres_reachable()
-        if reason:
-            pytest.skip(reason)
-        url = create_postgres_database("live")
-        request.addfinalizer(lambda: drop_postgres_database(url))
+    url = backend_database(request, workdir, "live")
     srv = live_server.start(workdir, url)
     srv.cli("users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
     yield srv

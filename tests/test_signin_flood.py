@@ -34,7 +34,7 @@ from authserver.storage import engine as storage_engine
 from authserver.storage.models import AuditEvent, User
 
 from . import live_server
-from .conftest import _postgres_reachable, create_postgres_database, drop_postgres_database
+from .conftest import backend_database
 from .helpers import PASSWORD, BrowserActions
 
 # -- in process: where argon2 runs, and what a busy process answers ----------------------
@@ -208,14 +208,7 @@ print(json.dumps(counts))
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("flood")
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'authserver.sqlite3'}"
-    else:
-        reason = _postgres_reachable()
-        if reason:
-            pytest.skip(reason)
-        url = create_postgres_database("flood")
-        request.addfinalizer(lambda: drop_postgres_database(url))
+    url = backend_database(request, workdir, "flood")
     srv = live_server.start(workdir, url)
     srv.cli("users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
     yield srv
