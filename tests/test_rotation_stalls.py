@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import PendingRollbackError
 
 from authserver.domain import secrets as creds
 from authserver.extensions import db
@@ -217,3 +218,25 @@ def test_a_serving_process_sweeps_expired_windows_in_the_background(oauth, app, 
             time.sleep(0.05)
     finally:
         sweeper.stop()
+
+
+@pytest.mark.parametrize("end", ["invalidate", "close"])
+def test_a_sqlite_write_transaction_never_leaks_the_writer_lock(app, backend, end):
+    """A transaction whose connection is invalidated, or closed without commit or rollback
+    (an error path), lets the next writer in at once."""
+    if backend != "sqlite":
+        pytest.skip("the writer lock is SQLite's")
+    with app.app_context():
+        engine = db.engine
+    connection = engine.connect()
+    transaction = connection.begin()
+    connection.exec_driver_sql("SELECT 1")
+    if end == "invalidate":
+        connection.invalidate()
+    with contextlib.suppress(PendingRollbackError):  # SQLAlchemy's bookkeeping only
+        transaction.rollback()
+        connection.close()
+    started = time.monotonic()
+    with engine.begin() as writer:
+        writer.exec_driver_sql("SELECT 1")
+    assert time.monotonic() - started < 1

@@ -260,9 +260,16 @@ def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
             finally:
                 _release(connection)
 
-    @event.listens_for(engine, "reset")
-    def _on_reset(dbapi_connection: Any, record: Any, _state: Any) -> None:
-        # A connection returned to the pool mid-transaction (an error path): SQLAlchemy
-        # rolls it back; make sure the writer lock does not outlive it.
+    def _drop(record: Any) -> None:
         if record is not None and record.info.pop(_HOLDS_LOCK, False) and lock is not None:
             lock.release()
+
+    # A connection returned to the pool mid-transaction (an error path) or invalidated:
+    # the writer lock must not outlive its transaction.
+    @event.listens_for(engine, "reset")
+    def _on_reset(_dbapi_connection: Any, record: Any, _state: Any) -> None:
+        _drop(record)
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(_dbapi_connection: Any, record: Any, _exception: Any) -> None:
+        _drop(record)
