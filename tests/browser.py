@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -77,4 +78,7 @@ def click_through(driver: WebDriver, element, timeout: float = 15) -> None:
     what is read next is the new page (an element both pages have would match at once)."""
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(page))
+    # While the old document is torn down ChromeDriver may answer "Node with given id does
+    # not belong to the document" instead of "stale element": ask again until it is stale.
+    WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(
+        expected_conditions.staleness_of(page))
