@@ -169,17 +169,13 @@ def _connection(session: Session) -> Connection:
     return storage_engine.autocommit(session.get_bind().connect())  # type: ignore[union-attr]
 
 
-def _lookup(session: Session, presented: str) -> refresh_store.TokenRow | None:
-    with _connection(session) as connection:
-        return refresh_store.lookup(connection, creds.digest(presented))
-
-
 def client_of(session: Session, presented: str | None) -> str | None:
     """The client a refresh token was issued to, or None (unknown or not a token)."""
     if not presented or not presented.startswith(creds.REFRESH_TOKEN_PREFIX) \
             or len(presented) > 256:
         return None
-    row = _lookup(session, presented)
+    with _connection(session) as connection:
+        row = refresh_store.lookup(connection, creds.digest(presented))
     return row.client_id if row is not None else None
 
 

@@ -71,11 +71,6 @@ def compiled(statement: Executable, dialect: Dialect) -> Compiled:
         function = _converter(column.type)
         if function is not None:
             convert.append((index, function))
-    returning = getattr(statement, "_returning", ())
-    for index, column in enumerate(returning):
-        function = _converter(getattr(column, "type", None))
-        if function is not None:
-            convert.append((index, function))
     return Compiled(str(result),
                     tuple(result.positiontup) if result.positional else None,  # type: ignore[arg-type]
                     tuple(convert))

@@ -235,41 +235,33 @@ def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
-            _release(connection)
+            _drop(connection.info)
             raise
 
-    def _release(connection: Connection) -> None:
-        if connection.info.pop(_HOLDS_LOCK, False) and lock is not None:
+    def _drop(info: dict[Any, Any]) -> None:
+        if info.pop(_HOLDS_LOCK, False) and lock is not None:
             lock.release()
 
     # pysqlite's commit()/rollback() do nothing when no transaction is open, so ending the
     # transaction here lets the writer lock go the moment SQLite's lock goes.
-    @event.listens_for(engine, "commit")
-    def _on_commit(connection: Connection) -> None:
+    def _end(connection: Connection, how: str) -> None:
         if connection.info.get(_HOLDS_LOCK):
             try:
-                connection.connection.dbapi_connection.commit()  # type: ignore[union-attr]
+                getattr(connection.connection.dbapi_connection, how)()
             finally:
-                _release(connection)
+                _drop(connection.info)
 
-    @event.listens_for(engine, "rollback")
-    def _on_rollback(connection: Connection) -> None:
-        if connection.info.get(_HOLDS_LOCK):
-            try:
-                connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
-            finally:
-                _release(connection)
-
-    def _drop(record: Any) -> None:
-        if record is not None and record.info.pop(_HOLDS_LOCK, False) and lock is not None:
-            lock.release()
+    event.listen(engine, "commit", lambda connection: _end(connection, "commit"))
+    event.listen(engine, "rollback", lambda connection: _end(connection, "rollback"))
 
     # A connection returned to the pool mid-transaction (an error path) or invalidated:
     # the writer lock must not outlive its transaction.
     @event.listens_for(engine, "reset")
     def _on_reset(_dbapi_connection: Any, record: Any, _state: Any) -> None:
-        _drop(record)
+        if record is not None:
+            _drop(record.info)
 
     @event.listens_for(engine, "invalidate")
     def _on_invalidate(_dbapi_connection: Any, record: Any, _exception: Any) -> None:
-        _drop(record)
+        if record is not None:
+            _drop(record.info)
