@@ -17,7 +17,7 @@ import requests
 from selenium.webdriver.common.by import By
 
 from . import live_server
-from .browser import fill
+from .browser import click_through, fill
 from .browser import wait_for as _wait_for
 from .helpers import PASSWORD
 
@@ -57,7 +57,8 @@ def sign_in(driver, server, username, next_path):
     wait_for(driver, "#username")
     assert "/login?next=" in driver.current_url  # anonymous: sent to sign in first
     fill(driver, {"username": username, "password": PASSWORD})
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    # Wait for the login page to go: both pages have a "main h1" the caller waits for.
+    click_through(driver, driver.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
 
 
 def shown(server, client_id):
