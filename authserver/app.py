@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from typing import Any
 from flask import Flask, Request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.urls import uri_to_iri
 
 from .config import Settings, load_settings
 from .crypto.keystore import KeyStore
@@ -130,7 +132,16 @@ def _reject_undecodable_host() -> None:
     Refuse such a request up front with a 400 instead of failing deep inside with a 500."""
     from flask import abort, request
 
-    try:
-        _ = request.url
-    except UnicodeError:
+    if not _decodable_host(request.host):
         abort(400, "malformed Host header")
+
+
+@functools.lru_cache(maxsize=256)
+def _decodable_host(host: str) -> bool:
+    """Whether Werkzeug can build a URL on ``host`` (decided once per host value: building
+    a URL costs more than a refresh's client authentication)."""
+    try:
+        uri_to_iri(f"http://{host}/")
+    except UnicodeError:
+        return False
+    return True

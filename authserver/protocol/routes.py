@@ -172,7 +172,8 @@ def _token_response() -> Response:
 
 def _refresh_response() -> Response:
     """The refresh grant without Authlib's dispatch (``grants.refresh_token_grant``)."""
-    if not is_secure_transport(request.url):
+    # Authlib's test reads only the scheme and host: not the whole (costly) request.url.
+    if not is_secure_transport(f"{request.scheme}://{request.host}/"):
         raise InsecureTransportError()
     try:
         client = services().oauth.authenticate_refresh_client(request.headers, request.form)
