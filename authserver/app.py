@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -11,7 +10,6 @@ from typing import Any
 from flask import Flask, Request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.urls import uri_to_iri
 
 from .config import Settings, load_settings
 from .crypto.keystore import KeyStore
@@ -69,11 +67,6 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         # Authlib refuses plain-http requests; development may serve on a LAN address.
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
 
-    if settings.trusted_proxies:
-        # Behind N reverse proxies, trust exactly N X-Forwarded-* hops (never more).
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
-
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True)
     with app.app_context():
@@ -84,6 +77,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     from .protocol.documents import DocumentMiddleware, PublicDocuments
     from .protocol.dpop import NonceSource
     from .protocol.server import AuthServer
+    from .protocol.token_fast_path import TokenFastPath
     from .protocol.tokens import AccessTokenIssuer
     from .storage.replay_cache import DatabaseReplayCache, RedisReplayCache
 
@@ -101,6 +95,13 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     )
     svc: Services = app.extensions["authserver"]
     svc.documents = PublicDocuments(lambda: (svc.settings, svc.keys))
+    # Outermost first: the public documents, the trusted proxies' headers, the refresh
+    # grant's fast path (which sees the client address ProxyFix settled), Flask.
+    app.wsgi_app = TokenFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
+    if settings.trusted_proxies:
+        # Behind N reverse proxies, trust exactly N X-Forwarded-* hops (never more).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     app.wsgi_app = DocumentMiddleware(app.wsgi_app, svc.documents)  # type: ignore[method-assign]
 
     from .protocol.routes import bp as oauth_bp
@@ -113,7 +114,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     app.register_blueprint(web_bp)
     app.jinja_env.globals["csrf_token"] = csrf_token
     register_error_handlers(app)
-    app.before_request(_reject_undecodable_host)
+    app.before_request(_reject_unusable_host)
     return app
 
 
@@ -126,22 +127,13 @@ def start_background_work(app: Flask) -> None:
         svc.sweeper.start(db.engine, svc.clock)
 
 
-def _reject_undecodable_host() -> None:
-    """A Host header that is no valid IDNA name (``xn--a``) makes every ``request.url``
-    raise UnicodeError (Werkzeug decodes it); Authlib reads it on each OAuth request.
-    Refuse such a request up front with a 400 instead of failing deep inside with a 500."""
+def _reject_unusable_host() -> None:
+    """A Host header that is no valid IDNA name makes every ``request.url`` raise
+    UnicodeError; Authlib reads it on each OAuth request. Refuse such a request up front
+    with a 400 instead of failing deep inside with a 500."""
     from flask import abort, request
 
-    if not _decodable_host(request.host):
+    from .protocol.transport import usable_host
+
+    if not usable_host(request.host):
         abort(400, "malformed Host header")
-
-
-@functools.lru_cache(maxsize=256)
-def _decodable_host(host: str) -> bool:
-    """Whether Werkzeug can build a URL on ``host`` (decided once per host value: building
-    a URL costs more than a refresh's client authentication)."""
-    try:
-        uri_to_iri(f"http://{host}/")
-    except UnicodeError:
-        return False
-    return True

@@ -48,10 +48,22 @@ def _scope_for(client: ClientRecord, requested: str | None) -> list[str]:
 
 
 def _device_context(client: ClientRecord, signing_in: bool) -> DeviceContext:
+    """The requesting device of the current Flask request (``device_context``)."""
+    proof = g.get("dpop")
+    return device_context(
+        client, signing_in=signing_in, in_form=http_request.form.get("device_id"),
+        in_header=http_request.headers.get("X-Device-Id"),
+        user_agent=http_request.user_agent.string, remote_addr=http_request.remote_addr,
+        dpop_jkt=proof.jkt if proof else None)
+
+
+def device_context(client: ClientRecord, *, signing_in: bool, in_form: str | None,
+                   in_header: str | None, user_agent: str, remote_addr: str | None,
+                   dpop_jkt: str | None) -> DeviceContext:
     """The requesting device: ``device_id`` (form or ``X-Device-Id``), user agent, client IP
     (``remote_addr``: ProxyFix applies only the configured trusted hops), DPoP key."""
-    in_form = http_request.form.get("device_id") or None  # §3.2: empty = omitted
-    in_header = http_request.headers.get("X-Device-Id") or None
+    in_form = in_form or None  # §3.2: empty = omitted
+    in_header = in_header or None
     if in_form is not None and in_header is not None and in_form != in_header:
         raise oauth_error(InvalidRequestError, "device_id and X-Device-Id differ")
     device_id = in_form if in_form is not None else in_header
@@ -60,13 +72,10 @@ def _device_context(client: ClientRecord, signing_in: bool) -> DeviceContext:
                           "device_id must be 8 to 128 printable characters without spaces")
     if signing_in and device_id is None and client.binding.require_device_id:
         raise oauth_error(InvalidRequestError, "this client must send a device_id")
-    proof = g.get("dpop")
-    if proof is None and client.binding.require_dpop:
+    if dpop_jkt is None and client.binding.require_dpop:
         raise oauth_error(InvalidDPoPProofError, "this client must send a DPoP proof")
-    return DeviceContext(device_id=device_id,
-                         user_agent=_printable(http_request.user_agent.string),
-                         ip=normalise_ip(http_request.remote_addr),
-                         dpop_jkt=proof.jkt if proof else None)
+    return DeviceContext(device_id=device_id, user_agent=_printable(user_agent),
+                         ip=normalise_ip(remote_addr), dpop_jkt=dpop_jkt)
 
 
 def _printable(header: str) -> str | None:
@@ -174,26 +183,38 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
 
 def refresh_token_grant(client: ClientRecord) -> Response:
-    """RFC 6749 §6 with rotation and reuse detection (``domain.refresh_families``).
+    """RFC 6749 §6 for the current Flask request (``check_refresh`` then ``rotate``)."""
+    form = http_request.form
+    presented = check_refresh(client, form.get("refresh_token"))
+    body = rotate(client, presented, form.get("scope"), _device_context(client, signing_in=False))
+    return 200, body, list(TOKEN_RESPONSE_HEADER)
 
-    The token endpoint calls this directly for ``grant_type=refresh_token`` with the client
-    already authenticated: Authlib's request wrapper and grant dispatch cost more than the
-    rest of the refresh. The checks and errors are those of the other grants
-    (tests/test_token_errors.py holds both to one table).
-    """
+
+def check_refresh(client: ClientRecord, presented: str | None) -> str:
+    """What the refresh grant checks before it looks at the token; the presented token."""
     if not client.check_grant_type("refresh_token"):
         raise oauth_error(UnauthorizedClientError,
                           "the client may not use grant_type refresh_token")
-    presented = http_request.form.get("refresh_token")
     if not presented:
         raise oauth_error(InvalidRequestError, "missing 'refresh_token' parameter")
-    context = _device_context(client, signing_in=False)
+    return presented
+
+
+def rotate(client: ClientRecord, presented: str, requested_scope: str | None,
+           context: DeviceContext) -> dict[str, Any]:
+    """RFC 6749 §6 with rotation and reuse detection (``domain.refresh_families``): the
+    token response body, or the OAuth error the outcome maps to.
+
+    The token endpoint runs the refresh grant without Authlib's request wrapper and grant
+    dispatch, which cost more than the rest of the refresh; the checks and errors are those
+    of the other grants (tests/test_token_errors.py holds both to one table).
+    """
     try:
-        body = refresh_families.rotate(
+        return refresh_families.rotate(
             db.session,
             presented=presented,
             client=client,
-            requested_scope=http_request.form.get("scope"),
+            requested_scope=requested_scope,
             issue=services().tokens.for_grant,
             context=context,
             clock=services().clock,
@@ -212,7 +233,6 @@ def refresh_token_grant(client: ClientRecord) -> Response:
             raise oauth_error(InvalidGrantError, "the refresh token was used concurrently"
                               ) from None
         raise
-    return 200, body, list(TOKEN_RESPONSE_HEADER)
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):

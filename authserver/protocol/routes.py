@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 
-from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749.errors import (
     InsecureTransportError,
     InvalidRequestError,
@@ -19,7 +18,7 @@ from ..domain.clients import SUPPORTED_GRANT_TYPES
 from ..extensions import db
 from ..services import services
 from ..storage.replay_cache import ReplayCacheUnavailable
-from . import documents, dpop, grants
+from . import documents, dpop, grants, transport
 from .errors import oauth_error, safe_description
 
 log = logging.getLogger(__name__)
@@ -29,9 +28,13 @@ MAX_PARAMETER_LENGTH = 4096
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
+def json_body(data: object) -> bytes:
+    return json.dumps(data).encode()
+
+
 def json_response(data: object, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    return Response(json.dumps(data), status=status, mimetype="application/json",
+    return Response(json_body(data), status=status, mimetype="application/json",
                     headers=headers)
 
 
@@ -119,7 +122,10 @@ def _validate_dpop() -> Response | None:
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-@bp.post("/oauth/token")
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
+
+
+@bp.post(TOKEN_PATH)
 def token() -> Response:
     """RFC 6749 §3.2 token endpoint (with RFC 9449 DPoP proofs).
 
@@ -154,26 +160,34 @@ def _token_response() -> Response:
         return error_response(oauth_error(InvalidRequestError,
                                           "the token endpoint must be called over https"))
     except OperationalError:
-        log.exception("token endpoint: database unavailable")
-        db.session.rollback()
-        return json_response(
-            {"error": "temporarily_unavailable", "error_description": "try again later"},
-            503, {"Cache-Control": "no-store", "Retry-After": "1"},
-        )
+        return database_unavailable()
     except Exception:
-        # Never a stack trace to the client; the detail goes to the log.
-        log.exception("token endpoint failed")
-        db.session.rollback()
-        return json_response(
-            {"error": "server_error", "error_description": "internal error"}, 500,
-            {"Cache-Control": "no-store"},
-        )
+        return internal_error()
+
+
+def database_unavailable() -> Response:
+    """503 with ``Retry-After``: the database failed; nothing was half-done."""
+    log.exception("token endpoint: database unavailable")
+    db.session.rollback()
+    return json_response(
+        {"error": "temporarily_unavailable", "error_description": "try again later"},
+        503, {"Cache-Control": "no-store", "Retry-After": "1"},
+    )
+
+
+def internal_error() -> Response:
+    """Never a stack trace to the client; the detail goes to the log."""
+    log.exception("token endpoint failed")
+    db.session.rollback()
+    return json_response(
+        {"error": "server_error", "error_description": "internal error"}, 500,
+        {"Cache-Control": "no-store"},
+    )
 
 
 def _refresh_response() -> Response:
     """The refresh grant without Authlib's dispatch (``grants.refresh_token_grant``)."""
-    # Authlib's test reads only the scheme and host: not the whole (costly) request.url.
-    if not is_secure_transport(f"{request.scheme}://{request.host}/"):
+    if not transport.secure(request.scheme, request.host):
         raise InsecureTransportError()
     try:
         client = services().oauth.authenticate_refresh_client(request.headers, request.form)

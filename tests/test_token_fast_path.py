@@ -1,0 +1,154 @@
+"""The refresh grant's fast path (``protocol/token_fast_path.py``): which requests it takes,
+and that its answers are the Flask view's, status, headers and body."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+from werkzeug.datastructures import MultiDict
+
+from authserver.extensions import db
+from authserver.protocol.token_fast_path import TokenFastPath
+from authserver.storage.models import TokenFamily
+
+from .helpers import basic
+
+
+@pytest.fixture
+def view_calls(app, monkeypatch) -> list[str]:
+    """Requests that reached the Flask token view."""
+    calls: list[str] = []
+    view = app.view_functions["oauth.token"]
+
+    def counted():
+        calls.append("view")
+        return view()
+
+    monkeypatch.setitem(app.view_functions, "oauth.token", counted)
+    return calls
+
+
+@pytest.fixture
+def without_fast_path(monkeypatch):
+    """Turn the fast path off: every request goes to the view."""
+    def off():
+        monkeypatch.setattr(TokenFastPath, "_form", lambda self, environ: None)
+    return off
+
+
+def _refresh_form(app_client, token, **extra):
+    return {"grant_type": "refresh_token", "refresh_token": token,
+            "client_id": app_client.client_id, **extra}
+
+
+def test_an_ordinary_refresh_never_reaches_flask(oauth, view_calls):
+    oauth.create_user()
+    app_client = oauth.first_party_app(reuse_grace=10)
+    token = oauth.login_pair(app_client)["refresh_token"]
+    view_calls.clear()
+    response = oauth.token(_refresh_form(app_client, token))
+    assert response.status_code == 200, response.get_data(True)
+    assert view_calls == []
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    assert response.mimetype == "application/json"
+    # Its errors are its own too: an unknown token, a reused one.
+    assert oauth.token(_refresh_form(app_client, "rt_unknown")).status_code == 400
+    assert view_calls == []
+
+
+@pytest.mark.parametrize("case", [
+    "query string", "dpop header", "repeated parameter", "json body", "long parameter",
+    "missing refresh_token", "unknown client", "device ids differ", "other grant",
+])
+def test_anything_unusual_goes_to_the_view_unchanged(oauth, client, view_calls, case):
+    oauth.create_user()
+    app_client = oauth.first_party_app(reuse_grace=10)
+    token = oauth.login_pair(app_client)["refresh_token"]
+    view_calls.clear()
+    form = _refresh_form(app_client, token)
+    kwargs: dict = {"data": form}
+    if case == "query string":
+        kwargs["query_string"] = {"x": "1"}
+    elif case == "dpop header":
+        kwargs["headers"] = {"DPoP": "not.a.proof"}
+    elif case == "repeated parameter":
+        kwargs["data"] = MultiDict([*form.items(), ("scope", "read"), ("scope", "write")])
+    elif case == "json body":
+        kwargs = {"json": form}
+    elif case == "long parameter":
+        kwargs["data"] = {**form, "device_id": "d" * 5000}
+    elif case == "missing refresh_token":
+        kwargs["data"] = {k: v for k, v in form.items() if k != "refresh_token"}
+    elif case == "unknown client":
+        kwargs["data"] = {**form, "client_id": "no-such-client"}
+    elif case == "device ids differ":
+        kwargs["data"] = {**form, "device_id": "device-0001"}
+        kwargs["headers"] = {"X-Device-Id": "device-0002"}
+    elif case == "other grant":
+        kwargs["data"] = {**form, "grant_type": "client_credentials"}
+    response = client.post("/oauth/token", **kwargs)
+    assert view_calls == ["view"], case
+    assert response.status_code in (400, 401), response.get_data(True)
+    assert response.headers["Cache-Control"] == "no-store"
+    # Nothing changed: the token still rotates (through the fast path).
+    assert oauth.refresh(app_client, token).status_code == 200
+
+
+def _scenario(oauth, clock, app_client):
+    """Every outcome of a refresh: success, retry inside grace, scope errors, reuse, then
+    the revoked family, an unknown token; as (status, headers, body-without-tokens)."""
+    token = oauth.login_pair(app_client)["refresh_token"]
+    seen = []
+
+    def send(form, headers=None):
+        response = oauth.token(form, headers=headers)
+        headers = sorted((k, v) for k, v in response.headers.items() if k != "Content-Length")
+        body = json.loads(response.get_data())
+        for name in ("access_token", "refresh_token", "id_token"):
+            if name in body:
+                body[name] = "<token>"
+        seen.append((response.status_code, headers, body))
+        return response
+
+    second = send(_refresh_form(app_client, token)).get_json()["refresh_token"]
+    clock.advance(3)
+    send(_refresh_form(app_client, token))  # retry inside the window
+    send(_refresh_form(app_client, second, scope="read admin"))  # wider than granted
+    send(_refresh_form(app_client, second, scope="read"))  # narrower: fine
+    clock.advance(30)
+    send(_refresh_form(app_client, token))  # reuse: the family is revoked
+    send(_refresh_form(app_client, second))
+    send(_refresh_form(app_client, "rt_" + "x" * 43))
+    send(_refresh_form(app_client, "not-even-a-token"))
+    return seen
+
+
+def test_the_fast_path_answers_exactly_as_the_view(oauth, clock, without_fast_path):
+    oauth.create_user()
+    app_client = oauth.first_party_app(reuse_grace=10)
+    fast = _scenario(oauth, clock, app_client)
+    without_fast_path()
+    slow = _scenario(oauth, clock, app_client)
+    assert [s for s, _, _ in fast] == [200, 200, 400, 200, 400, 400, 400, 400]
+    assert fast == slow
+    with oauth.app.app_context():
+        reasons = db.session.scalars(select(TokenFamily.revoke_reason)).all()
+    assert reasons.count("reuse_detected") == 2  # one family per scenario
+
+
+def test_a_confidential_clients_refresh_takes_the_fast_path(oauth, view_calls):
+    oauth.create_user()
+    app_client, secret = oauth.create_client(first_party=True, scope="read")
+    token = oauth.login_pair(app_client, secret=secret)["refresh_token"]
+    view_calls.clear()
+    response = oauth.token({"grant_type": "refresh_token", "refresh_token": token},
+                           headers={"Authorization": basic(app_client.client_id, secret)})
+    assert response.status_code == 200 and view_calls == []
+    wrong = oauth.token({"grant_type": "refresh_token",
+                         "refresh_token": response.get_json()["refresh_token"]},
+                        headers={"Authorization": basic(app_client.client_id, "wrong")})
+    assert wrong.status_code == 401 and view_calls == ["view"]
+    assert wrong.headers["WWW-Authenticate"].startswith('Basic realm="authserver"')
