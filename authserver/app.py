@@ -120,11 +120,13 @@ def create_app(overrides: Mapping[str, Any] | None = None,
 
 def start_background_work(app: Flask) -> None:
     """What a serving process runs besides requests: the sweeper of expired sealed retry
-    responses (docs/design.md, "Rotation" 5). Called by ``authserver serve``'s workers,
-    not by ``create_app``: tests and CLI commands start no threads."""
+    responses (docs/design.md, "Rotation" 5) and, on SQLite, the WAL checkpointer
+    ("Storage"). Called by ``authserver serve``'s workers, not by ``create_app``: tests and
+    CLI commands start no threads."""
     svc: Services = app.extensions["authserver"]
     with app.app_context():
         svc.sweeper.start(db.engine, svc.clock)
+        svc.checkpointer.start(db.engine)
 
 
 def _reject_unusable_host() -> None:

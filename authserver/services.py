@@ -12,6 +12,7 @@ from .crypto.keystore import KeyStore
 from .domain.clients import ClientCache
 from .domain.clock import Clock, utcnow
 from .domain.refresh_families import RetrySweeper
+from .storage.engine import WalCheckpointer
 from .storage.replay_cache import ReplayCache
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Services:
     nonces: NonceSource | None = None
     clock: Clock = utcnow
     sweeper: RetrySweeper = field(default_factory=RetrySweeper)
+    checkpointer: WalCheckpointer = field(default_factory=WalCheckpointer)
     documents: PublicDocuments = field(init=False)
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +33,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_database_url(url: str) -> str:
@@ -192,6 +196,8 @@ class WriterLock:
             self.release()
 
 
+WAL_BACKSTOP_PAGES = 100_000  # ~400 MB: only if background checkpoints stop keeping up
+
 _writer_locks: dict[Engine, WriterLock] = {}
 _HOLDS_LOCK = "authserver_writer_lock_held"
 
@@ -220,6 +226,12 @@ def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
         # and insert of a big table costs page reads through system calls.
         cursor.execute("PRAGMA cache_size = -65536")  # KiB: 64 MiB per connection, at most
         cursor.execute("PRAGMA mmap_size = 1073741824")  # 1 GiB of address space, shared
+        # Checkpoints run in the background (``WalCheckpointer``), not in the request whose
+        # commit crosses SQLite's threshold (1,000 pages by default) while every other
+        # writer waits for it: that cost SQLite refreshes a fifth of their throughput and
+        # put 60 ms stalls into p99. The automatic one stays as a backstop, far above what
+        # a second of writes adds.
+        cursor.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -265,3 +277,55 @@ def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
     def _on_invalidate(_dbapi_connection: Any, record: Any, _exception: Any) -> None:
         if record is not None:
             _drop(record.info)
+
+
+class WalCheckpointer:
+    """SQLite: copies the write-ahead log back into the database every ``interval`` seconds
+    in a daemon thread of each serving process (``start``), so no request pays for it.
+
+    First a PASSIVE checkpoint with no lock held: writers go on while it copies the second's
+    pages (each page once, however many commits changed it). Then a second one holding the
+    writer lock, which has only the last few frames to copy: with the whole log copied, the
+    next writer starts the log file over instead of growing it. Of two processes
+    checkpointing at once one finds the other busy and skips a turn.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self, engine: Engine) -> None:
+        if engine.dialect.name != "sqlite" or engine not in _writer_locks:
+            return  # PostgreSQL, or an in-memory database
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._stop.clear()
+            threading.Thread(target=self._run, args=(engine,), daemon=True,
+                             name="authserver-wal-checkpointer").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, engine: Engine) -> None:
+        while not self._stop.wait(self.interval):
+            self.checkpoint(engine)
+
+    @staticmethod
+    def checkpoint(engine: Engine) -> tuple[int, int, int] | None:
+        """Copy the whole log: (busy, frames in the log, frames copied) of the final
+        checkpoint, or None if it failed (logged; the next tick tries again)."""
+        try:
+            with autocommit(engine.connect()) as connection:
+                driver = connection.connection.driver_connection
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # type: ignore[union-attr]
+                with _writer_locks[engine].held():
+                    row = driver.execute(  # type: ignore[union-attr]
+                        "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except (OperationalError, sqlite3.Error) as exc:
+            log.warning("SQLite checkpoint failed (%s); the next one retries", exc)
+            return None
+        return int(row[0]), int(row[1]), int(row[2])
