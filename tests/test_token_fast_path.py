@@ -152,3 +152,58 @@ def test_a_confidential_clients_refresh_takes_the_fast_path(oauth, view_calls):
                         headers={"Authorization": basic(app_client.client_id, "wrong")})
     assert wrong.status_code == 401 and view_calls == ["view"]
     assert wrong.headers["WWW-Authenticate"].startswith('Basic realm="authserver"')
+
+
+def _machine(oauth):
+    record, secret = oauth.create_client(grant_types=["client_credentials"], scope="read write")
+    return record, secret
+
+
+def _cc_scenario(oauth, record, secret):
+    """client_credentials: success, narrower scope, client_secret_post, then every refusal."""
+    seen = []
+    auth = {"Authorization": basic(record.client_id, secret)}
+    for form, headers in [
+        ({"grant_type": "client_credentials"}, auth),
+        ({"grant_type": "client_credentials", "scope": "read"}, auth),
+        ({"grant_type": "client_credentials", "client_id": record.client_id,
+          "client_secret": secret}, {}),
+        ({"grant_type": "client_credentials", "scope": "admin"}, auth),
+        ({"grant_type": "client_credentials"},
+         {"Authorization": basic(record.client_id, "wrong")}),
+        ({"grant_type": "client_credentials", "client_id": record.client_id}, {}),
+        ({"grant_type": "client_credentials"}, {}),
+    ]:
+        response = oauth.token(form, headers=headers)
+        body = json.loads(response.get_data())
+        if "access_token" in body:
+            claims = oauth.verify_access_token(body["access_token"])
+            assert claims["sub"] == claims["client_id"] == record.client_id
+            body["access_token"] = "<token>"
+        headers = sorted((k, v) for k, v in response.headers.items() if k != "Content-Length")
+        seen.append((response.status_code, headers, body))
+    return seen
+
+
+def test_client_credentials_take_the_fast_path_and_answer_as_the_view(
+        oauth, view_calls, without_fast_path):
+    record, secret = _machine(oauth)
+    fast = _cc_scenario(oauth, record, secret)
+    assert [s for s, _, _ in fast] == [200, 200, 200, 400, 401, 401, 401]
+    assert view_calls == ["view"] * 4  # only the refusals reached Flask
+    without_fast_path()
+    assert _cc_scenario(oauth, record, secret) == fast
+    assert fast[0][2]["scope"] == "read write" and fast[1][2]["scope"] == "read"
+    assert "refresh_token" not in fast[0][2]
+
+
+def test_a_disabled_machine_client_is_refused_at_once_on_the_fast_path(oauth, app):
+    from authserver.domain import clients
+
+    record, secret = _machine(oauth)
+    auth = {"Authorization": basic(record.client_id, secret)}
+    assert oauth.token({"grant_type": "client_credentials"}, headers=auth).status_code == 200
+    with app.app_context():
+        clients.set_active(db.session, record.client_id, False)
+        db.session.commit()
+    assert oauth.token({"grant_type": "client_credentials"}, headers=auth).status_code == 401

@@ -165,21 +165,34 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     """RFC 6749 §4.4: confidential clients only, access token only (§4.4.3)."""
 
     def validate_token_request(self) -> None:
-        client = _client(self, self.GRANT_TYPE)
-        if client.public:
-            raise oauth_error(UnauthorizedClientError,
-                              "public clients may not use client_credentials")
+        client = self.authenticate_token_endpoint_client()
+        self.granted_scope = check_client_credentials(client, self.request.form.get("scope"))
         self.request.client = client
-        self.granted_scope = _scope_for(client, self.request.form.get("scope"))
         self.context = _device_context(client, signing_in=False)
 
     def create_token_response(self) -> Response:
-        client: ClientRecord = self.request.client
-        access = services().tokens.issue(client=client, subject=client.client_id,
-                                         issued_at=services().clock(), scope=self.granted_scope,
-                                         jkt=self.context.dpop_jkt)
-        body = {**access, "scope": scopes.render(self.granted_scope)}
+        body = client_credentials_body(self.request.client, self.granted_scope, self.context)
         return 200, body, self.TOKEN_RESPONSE_HEADER
+
+
+def check_client_credentials(client: ClientRecord, requested_scope: str | None) -> list[str]:
+    """What ``client_credentials`` checks of an authenticated client; the scope to grant."""
+    if not client.check_grant_type(ClientCredentialsGrant.GRANT_TYPE):
+        raise oauth_error(UnauthorizedClientError,
+                          "the client may not use grant_type client_credentials")
+    if client.public:
+        raise oauth_error(UnauthorizedClientError,
+                          "public clients may not use client_credentials")
+    return _scope_for(client, requested_scope)
+
+
+def client_credentials_body(client: ClientRecord, scope: list[str],
+                            context: DeviceContext) -> dict[str, Any]:
+    """The token response of ``client_credentials``: an access token, no refresh token."""
+    access = services().tokens.issue(client=client, subject=client.client_id,
+                                     issued_at=services().clock(), scope=scope,
+                                     jkt=context.dpop_jkt)
+    return {**access, "scope": scopes.render(scope)}
 
 
 def refresh_token_grant(client: ClientRecord) -> Response:

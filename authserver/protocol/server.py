@@ -35,12 +35,14 @@ class AuthServer(AuthorizationServer):
     def authenticate_client(
         self, request: OAuth2Request, methods: Any, endpoint: str = "token"
     ) -> ClientRecord:
-        # Every grant that starts a new sign-in reads the stored record: no process mints a
-        # token for a client disabled elsewhere.
-        client, method = authenticate_client(request.headers, request.form,
-                                             self.clients.reload, now=services().clock())
+        client, method = self.authenticate_token_client(request.headers, request.form)
         request.auth_method = method
         return client
+
+    def authenticate_token_client(self, headers: Any, form: Any) -> tuple[ClientRecord, str]:
+        """The client and its method, for every grant but the refresh: it reads the stored
+        record, so no process mints a token for a client disabled elsewhere."""
+        return authenticate_client(headers, form, self.clients.reload, now=services().clock())
 
     def authenticate_refresh_client(self, headers: Any, form: Any) -> ClientRecord:
         """The client of a refresh request. Only here does a public client trust the

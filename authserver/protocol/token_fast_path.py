@@ -1,19 +1,20 @@
-"""The refresh grant's ordinary request, answered before Flask (docs/design.md, "The token
-endpoint").
+"""The token endpoint's ordinary requests, answered before Flask (docs/design.md, "The
+token endpoint").
 
-Every client calls the refresh grant every few minutes, and Flask's request machinery
-around it (request and response objects, context locals, form parsing, the checks of
-``routes.check_token_request``) cost about as much as the rotation itself: 0.25 ms of a
-1.1 ms refresh. :class:`TokenFastPath` sits in the WSGI stack right in front of Flask (inside
-``ProxyFix``, so the client address, scheme and host are already the trusted ones) and takes
-only what is plainly well formed: ``POST /oauth/token`` with a form body of unique, short
-parameters, ``grant_type=refresh_token``, no query string, no DPoP proof, https (or loopback,
-or development). Everything else, and every request refused before its token is looked at
-(client authentication, grant type, device id), goes on to the Flask view with its body
-intact, which answers it as before: nothing has changed by then, so the answer is the one
-the view gives. A database failure is the view's 503, any other fault its 500. The rotation
-and the mapping of its outcomes to responses are the view's own functions
-(``grants.rotate``, ``routes.error_response``): one refresh grant, with two ways in.
+Every client calls the refresh grant every few minutes, and machine clients call
+``client_credentials`` as often; Flask's request machinery around them (request and response
+objects, context locals, form parsing, Authlib's dispatch, the checks of
+``routes.check_token_request``) cost a third of a refresh: 0.25 ms of 1.1 ms.
+:class:`TokenFastPath` sits in the WSGI stack right in front of Flask (inside ``ProxyFix``,
+so the client address, scheme and host are already the trusted ones) and takes only what is
+plainly well formed: ``POST /oauth/token`` with a form body of unique, short parameters,
+``grant_type`` ``refresh_token`` or ``client_credentials``, no query string, no DPoP proof,
+https (or loopback, or development). Everything else, and every request refused before
+anything is issued or rotated (client authentication, grant type, scope, device id), goes on
+to the Flask view with its body intact, which answers it as before: nothing has changed by
+then, so the answer is the one the view gives. A database failure is the view's 503, any
+other fault its 500. The checks, the rotation and the mapping of outcomes to responses are
+the view's own functions (``grants``, ``routes.error_response``): one grant, two ways in.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 MAX_BODY = 16 * 1024
 MAX_FIELDS = 32
 MAX_KEY_LENGTH = 128
+GRANT_TYPES = ("refresh_token", "client_credentials")
 SUCCESS_HEADERS = [("Content-Type", "application/json"), *routes.NO_STORE.items()]
 
 
@@ -63,7 +65,7 @@ class TokenFastPath:
         answer = None
         if form is not None:
             with self.app.app_context():
-                answer = self._refresh(environ, form)
+                answer = self._answer(environ, form)
         if answer is None:
             return self.wsgi_app(environ, start_response)
         if isinstance(answer, Response):
@@ -95,19 +97,18 @@ class TokenFastPath:
         except ValueError:  # UnicodeDecodeError included: the view says what is wrong
             return None
         form = dict(pairs)
-        if len(form) != len(pairs) or form.get("grant_type") != "refresh_token":
+        if len(form) != len(pairs) or form.get("grant_type") not in GRANT_TYPES:
             return None
         for key, value in pairs:
             if len(key) > MAX_KEY_LENGTH or len(value) > routes.MAX_PARAMETER_LENGTH:
                 return None
         return form
 
-    def _refresh(self, environ: dict[str, Any], form: dict[str, str]
-                 ) -> bytes | Response | None:
-        """The refresh grant: the JSON body of a success, an error response, or None when
-        the Flask view must answer (it gives the same answer: nothing has changed)."""
-        svc = services()
-        if svc.nonces is not None:  # DPoP nonces: the view adds the header
+    def _answer(self, environ: dict[str, Any], form: dict[str, str]
+                ) -> bytes | Response | None:
+        """The JSON body of a success, an error response, or None when the Flask view must
+        answer (it gives the same answer: nothing has changed)."""
+        if services().nonces is not None:  # DPoP nonces: the view adds the header
             return None
         scheme = environ.get("wsgi.url_scheme", "http")
         host = get_host(environ)
@@ -115,18 +116,10 @@ class TokenFastPath:
             return None
         try:
             try:
-                client = svc.oauth.authenticate_refresh_client(
-                    {"Authorization": environ.get("HTTP_AUTHORIZATION")}, form)
-                presented = grants.check_refresh(client, form.get("refresh_token"))
-                context = grants.device_context(
-                    client, signing_in=False, in_form=form.get("device_id"),
-                    in_header=environ.get("HTTP_X_DEVICE_ID"),
-                    user_agent=environ.get("HTTP_USER_AGENT", ""),
-                    remote_addr=environ.get("REMOTE_ADDR"), dpop_jkt=None)
-            except OAuth2Error:  # refused before the token was looked at: the view says why
+                issue = self._grant(environ, form)
+            except OAuth2Error:  # refused before anything was looked up: the view says why
                 return None
-            return routes.json_body(grants.rotate(client, presented, form.get("scope"),
-                                                  context))
+            return routes.json_body(issue())
         except OAuth2Error as error:
             response = routes.error_response(error)
         except OperationalError:
@@ -135,3 +128,26 @@ class TokenFastPath:
             response = routes.internal_error()
         response.headers.update(routes.NO_STORE)
         return response
+
+    def _grant(self, environ: dict[str, Any], form: dict[str, str]
+               ) -> Callable[[], dict[str, Any]]:
+        """The grant's checks (OAuth errors here change nothing); then what issues."""
+        oauth = services().oauth
+        headers = {"Authorization": environ.get("HTTP_AUTHORIZATION")}
+        if form["grant_type"] == "refresh_token":
+            client = oauth.authenticate_refresh_client(headers, form)
+            presented = grants.check_refresh(client, form.get("refresh_token"))
+            context = self._context(environ, form, client)
+            return lambda: grants.rotate(client, presented, form.get("scope"), context)
+        client, _ = oauth.authenticate_token_client(headers, form)
+        scope = grants.check_client_credentials(client, form.get("scope"))
+        context = self._context(environ, form, client)
+        return lambda: grants.client_credentials_body(client, scope, context)
+
+    @staticmethod
+    def _context(environ: dict[str, Any], form: dict[str, str], client: Any) -> Any:
+        return grants.device_context(
+            client, signing_in=False, in_form=form.get("device_id"),
+            in_header=environ.get("HTTP_X_DEVICE_ID"),
+            user_agent=environ.get("HTTP_USER_AGENT", ""),
+            remote_addr=environ.get("REMOTE_ADDR"), dpop_jkt=None)
