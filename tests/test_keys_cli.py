@@ -127,6 +127,9 @@ def test_signing_alg_setting_is_the_default_and_is_validated(env, run, ok):
 def test_unknown_kid_and_bad_alg_are_one_line(env, run, ok):
     ok(env, "keys", "ensure")
     assert "is not a key" in one_line_error(run(env, "keys", "activate", "nosuchkey"))
+    # One kid in 64 starts with "-" (base64url): it is a kid, not an unknown option.
+    for command in ("activate", "remove"):
+        assert "is not a key" in one_line_error(run(env, "keys", command, "-tHzf4iVpcj5Oc"))
     assert "HS256" in one_line_error(run(env, "keys", "rotate", "--alg", "HS256"), 2)
 
 

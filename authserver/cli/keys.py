@@ -78,7 +78,11 @@ def rotate(alg: str | None, force: bool) -> None:
                f"than the JWKS cache lifetime {services().settings.jwks_max_age} s)")
 
 
-@keys_group.command("activate")
+# A kid is base64url: one in 64 starts with "-", which must not be read as an option.
+KID_ARGUMENT = {"context_settings": {"ignore_unknown_options": True}}
+
+
+@keys_group.command("activate", **KID_ARGUMENT)
 @click.argument("kid")
 @click.option("--force", is_flag=True,
               help="Activate even if resource servers may not have fetched the key yet.")
@@ -142,7 +146,7 @@ def prune(dry_run: bool) -> None:
         click.echo("nothing to prune")
 
 
-@keys_group.command("remove")
+@keys_group.command("remove", **KID_ARGUMENT)
 @click.argument("kid")
 @click.option("--force", is_flag=True,
               help="Remove a retired key whose tokens may still be valid (a compromised key).")
