@@ -81,6 +81,23 @@ def backend_database(request: pytest.FixtureRequest, workdir: Path, purpose: str
     return url
 
 
+def live_server_with_alice(request: pytest.FixtureRequest,
+                           tmp_path_factory: pytest.TempPathFactory, purpose: str
+                           ) -> Iterator[object]:
+    """A real ``authserver serve`` on the fixture's backend with the user ``alice``, for a
+    module-scoped fixture parametrised with ``"sqlite"`` / ``"postgresql"``."""
+    from . import live_server
+    from .helpers import PASSWORD
+
+    workdir = tmp_path_factory.mktemp(purpose)
+    srv = live_server.start(workdir, backend_database(request, workdir, purpose))
+    try:
+        srv.cli("users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
+        yield srv
+    finally:
+        srv.stop()
+
+
 def drop_postgres_database(url: str) -> None:
     _admin_execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 

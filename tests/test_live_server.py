@@ -16,8 +16,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from oauthlib.oauth2 import BackendApplicationClient, LegacyApplicationClient
 from requests_oauthlib import OAuth2Session as RequestsOAuth2Session
 
-from . import live_server
-from .conftest import backend_database
+from .conftest import live_server_with_alice
 from .helpers import PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
@@ -25,12 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("live")
-    url = backend_database(request, workdir, "live")
-    srv = live_server.start(workdir, url)
-    srv.cli("users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
-    yield srv
-    srv.stop()
+    yield from live_server_with_alice(request, tmp_path_factory, "live")
 
 
 @pytest.fixture(scope="module")

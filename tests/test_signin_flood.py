@@ -33,8 +33,7 @@ from authserver.extensions import db
 from authserver.storage import engine as storage_engine
 from authserver.storage.models import AuditEvent, User
 
-from . import live_server
-from .conftest import backend_database
+from .conftest import live_server_with_alice
 from .helpers import PASSWORD, BrowserActions
 
 # -- in process: where argon2 runs, and what a busy process answers ----------------------
@@ -207,12 +206,7 @@ print(json.dumps(counts))
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("flood")
-    url = backend_database(request, workdir, "flood")
-    srv = live_server.start(workdir, url)
-    srv.cli("users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
-    yield srv
-    srv.stop()
+    yield from live_server_with_alice(request, tmp_path_factory, "flood")
 
 
 class Refresher:
