@@ -207,3 +207,22 @@ def test_a_disabled_machine_client_is_refused_at_once_on_the_fast_path(oauth, ap
         clients.set_active(db.session, record.client_id, False)
         db.session.commit()
     assert oauth.token({"grant_type": "client_credentials"}, headers=auth).status_code == 401
+
+
+def test_a_body_the_client_never_finishes_is_the_views_400(oauth, app, view_calls):
+    """Content-Length promises more than arrives (the client went away): the view's 400,
+    as without the fast path, never a 500."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    class Broken:
+        def read(self, *_args):
+            raise OSError("connection reset")
+
+    environ = EnvironBuilder(path="/oauth/token", method="POST",
+                             data={"grant_type": "refresh_token", "refresh_token": "rt_x",
+                                   "client_id": "someone"}).get_environ()
+    environ["wsgi.input"] = Broken()
+    body, status, _ = run_wsgi_app(app, environ, buffered=True)
+    assert status.startswith("400 ")
+    assert json.loads(b"".join(body))["error"] == "invalid_request"
+    assert view_calls == ["view"]

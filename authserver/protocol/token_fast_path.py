@@ -87,7 +87,10 @@ class TokenFastPath:
         size = int(length)
         if size > self.max_body:
             return None
-        body = environ["wsgi.input"].read(size)
+        try:
+            body = environ["wsgi.input"].read(size)
+        except Exception:  # the client went away mid-body: the view answers the short body
+            body = b""
         environ["wsgi.input"] = io.BytesIO(body)
         if len(body) != size:
             return None
