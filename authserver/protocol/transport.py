@@ -12,12 +12,13 @@ from werkzeug.urls import uri_to_iri
 def usable_host(host: str) -> bool:
     """Whether Werkzeug can route and build URLs on ``host``. A name that is no valid IDNA
     (``xn--a``, ``a..b``) makes the URL map refuse it (400) and every ``request.url``
-    raise UnicodeError. Decided once per host value (building a URL costs more than a
-    refresh's client authentication)."""
+    raise UnicodeError; a bracketed one that is no IPv6 address (``[:1]``), ValueError.
+    Decided once per host value (building a URL costs more than a refresh's client
+    authentication)."""
     try:
         host.lower().partition(":")[0].encode("idna")  # as werkzeug's Map.bind does
         uri_to_iri(f"http://{host}/")
-    except UnicodeError:
+    except (UnicodeError, ValueError):  # ValueError: a bracketed non-address, "[:1]"
         return False
     return True
 
