@@ -208,8 +208,8 @@ def test_a_serving_process_sweeps_expired_windows_in_the_background(oauth, app, 
     first = oauth.login_pair(app_client)
     oauth.refresh(app_client, first["refresh_token"])
     clock.advance(5)
-    sweeper = app.extensions["authserver"].sweeper
-    sweeper.interval = 0.05
+    services = app.extensions["authserver"]
+    services.sweeper.interval = 0.05
     start_background_work(app)
     try:
         deadline = time.monotonic() + 10
@@ -217,7 +217,8 @@ def test_a_serving_process_sweeps_expired_windows_in_the_background(oauth, app, 
             assert time.monotonic() < deadline, "the background sweep never ran"
             time.sleep(0.05)
     finally:
-        sweeper.stop()
+        services.sweeper.stop()
+        services.checkpointer.stop()
 
 
 @pytest.mark.parametrize("end", ["invalidate", "close"])

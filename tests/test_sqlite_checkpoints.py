@@ -56,14 +56,11 @@ def test_the_background_checkpointer_keeps_the_log_from_growing(oauth, app, sqli
     app_client = oauth.first_party_app(reuse_grace=10)
     token = oauth.login_pair(app_client)["refresh_token"]
     checkpointer = WalCheckpointer(interval=0.05)
-    def running() -> int:
-        return [t.name for t in threading.enumerate()].count("authserver-wal-checkpointer")
-
     with app.app_context():
         checkpointer.start(db.engine)
-        started = running()
+        thread = checkpointer.thread
         checkpointer.start(db.engine)  # once per process
-    assert started >= 1 and running() == started
+    assert thread is not None and thread.is_alive() and checkpointer.thread is thread
     try:
         token = _rotate(oauth, app_client, token, 40)
         time.sleep(0.3)
@@ -73,12 +70,14 @@ def test_the_background_checkpointer_keeps_the_log_from_growing(oauth, app, sqli
         assert _wal(app).exists()
     finally:
         checkpointer.stop()
+    assert not thread.is_alive() and checkpointer.thread is None
 
 
 def test_nothing_is_started_on_postgresql(app, backend):
     if backend != "postgresql":
         pytest.skip("the PostgreSQL case")
+    before = threading.active_count()
     checkpointer = WalCheckpointer(interval=0.05)
     with app.app_context():
         checkpointer.start(db.engine)
-    assert "authserver-wal-checkpointer" not in [t.name for t in threading.enumerate()]
+    assert checkpointer.thread is None and threading.active_count() == before

@@ -295,6 +295,7 @@ class WalCheckpointer:
         self._pid = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.thread: threading.Thread | None = None
 
     def start(self, engine: Engine) -> None:
         if engine.dialect.name != "sqlite" or engine not in _writer_locks:
@@ -304,11 +305,17 @@ class WalCheckpointer:
                 return
             self._pid = os.getpid()
             self._stop.clear()
-            threading.Thread(target=self._run, args=(engine,), daemon=True,
-                             name="authserver-wal-checkpointer").start()
+            self.thread = threading.Thread(target=self._run, args=(engine,), daemon=True,
+                                           name="authserver-wal-checkpointer")
+            self.thread.start()
 
     def stop(self) -> None:
+        """Stop this process's thread and wait for its current checkpoint to finish."""
         self._stop.set()
+        with self._lock:
+            thread, self.thread, self._pid = self.thread, None, 0
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def _run(self, engine: Engine) -> None:
         while not self._stop.wait(self.interval):
