@@ -8,6 +8,7 @@ PORT   ?= 8000
 .PHONY: run test install test-deps browser lint bench wrk clean
 
 $(BIN)/python:
+	@echo "make: creating the virtualenv $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
@@ -17,6 +18,7 @@ $(BIN)/python:
 	@touch $@
 
 .make-test-deps: pyproject.toml | $(BIN)/python
+	@echo "make: installing authserver and what its tests need into $(VENV)"
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@ .make-installed
 
@@ -32,9 +34,12 @@ test-deps: .make-test-deps browser
 # The browser tests drive Debian's Chromium through its ChromeDriver (no browser download).
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "make: installing Debian's chromium and chromium-driver for the browser tests" \
+	       "(apt-get; its output in .make-browser.log)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    $$SUDO apt-get install -y -qq chromium chromium-driver; } >.make-browser.log 2>&1 || { \
+	  tail -20 .make-browser.log; exit 1; }; }
 
 test: test-deps
 	$(BIN)/ruff check authserver tests migrations $(wildcard benchmarks)

@@ -3,7 +3,7 @@
 Each backend's database is migrated once per test session (per xdist worker); tests
 then start from empty tables. PostgreSQL is at ``AUTHSERVER_TEST_POSTGRES_URL`` (default:
 CI's ``postgresql://postgres@127.0.0.1:5432/test``); where it cannot be reached, its
-half of the suite is skipped with that reason.
+half of the suite is skipped with that reason, except in CI (``CI=true``), where it fails.
 """
 
 from __future__ import annotations
@@ -48,6 +48,18 @@ def _postgres_reachable() -> str | None:
     return None
 
 
+def require_postgres() -> None:
+    """Skip a PostgreSQL test, with the reason, where PostgreSQL cannot be reached; in CI
+    (``CI=true``) fail it instead: CI's PostgreSQL half must run, not vanish into skips."""
+    reason = _postgres_reachable()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}:
+        pytest.fail(f"{reason} (CI=true: the PostgreSQL half of the suite must run)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
 def _worker_id() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
@@ -73,9 +85,7 @@ def backend_database(request: pytest.FixtureRequest, workdir: Path, purpose: str
     (skipped, with the reason, where PostgreSQL cannot be reached)."""
     if request.param == "sqlite":
         return f"sqlite:///{workdir / 'authserver.sqlite3'}"
-    reason = _postgres_reachable()
-    if reason:
-        pytest.skip(reason)
+    require_postgres()
     url = create_postgres_database(purpose)
     request.addfinalizer(lambda: drop_postgres_database(url))
     return url
@@ -157,9 +167,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
     else:
-        reason = _postgres_reachable()
-        if reason:
-            pytest.skip(reason)
+        require_postgres()
         url = create_postgres_database()
         request.addfinalizer(lambda: drop_postgres_database(url))
     migrate(url, keys_dir)
