@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..storage.models import AuditEvent
@@ -61,8 +63,14 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+def by_detail(by: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``by`` detail of an event done on someone's behalf (none when nobody is named),
+    for ``record(..., **by_detail(by))``."""
+    return {"by": dict(by)} if by else {}
+
+
 def record(
-    session: Session,
+    session: Session | Connection,
     event: str,
     *,
     user_id: int | None = None,
@@ -71,7 +79,8 @@ def record(
     now: dt.datetime | None = None,
     **detail: Any,
 ) -> None:
-    """Add an event to the current transaction (the caller commits)."""
+    """Add an event to the current transaction (the caller commits). ``session`` may be a
+    Connection in a transaction of its own (the refresh claim binding a family's key)."""
     session.execute(
         insert(AuditEvent).values(
             created_at=now or utcnow(),

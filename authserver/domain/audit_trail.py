@@ -37,6 +37,8 @@ def search(session: Session, *, client_id: str | None = None, username: str | No
         query = query.where(AuditEvent.event == event)
     if before is not None:
         query = query.where(AuditEvent.id < before)
-    rows = [(row[0], row[1]) for row in session.execute(query).all()]
+    # The outer join: an event with no user has no username (None, whatever Mapped says).
+    rows: list[tuple[AuditEvent, str | None]] = [
+        (row[0], row[1]) for row in session.execute(query).all()]
     older = rows[limit - 1][0].id if len(rows) > limit else None
     return Page(rows[:limit], older)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..storage.models import RefreshToken, TokenFamily, User
@@ -27,7 +27,7 @@ class ClientSession:
     dpop_bound: bool
 
 
-def _live(now: dt.datetime):  # type: ignore[no-untyped-def]
+def _live(now: dt.datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     return (TokenFamily.revoked_at.is_(None),
             or_(TokenFamily.expires_at.is_(None), TokenFamily.expires_at > now))
 

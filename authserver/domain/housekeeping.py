@@ -23,9 +23,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Result,
+    Select,
+    and_,
+    delete,
+    exists,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ..storage.models import (
@@ -95,9 +106,9 @@ def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
     counts: dict[str, int] = {"refresh_tokens": 0}
 
     def delete_families(ids: list[Any]) -> int:
-        counts["refresh_tokens"] += session.execute(
-            delete(RefreshToken).where(RefreshToken.family_id.in_(ids))).rowcount
-        return session.execute(delete(TokenFamily).where(TokenFamily.id.in_(ids))).rowcount
+        counts["refresh_tokens"] += _rowcount(session.execute(
+            delete(RefreshToken).where(RefreshToken.family_id.in_(ids))))
+        return _rowcount(session.execute(delete(TokenFamily).where(TokenFamily.id.in_(ids))))
 
     counts["token_families"] = _walk(
         session, TokenFamily.id, dead_family_condition(now, retention_days), batch_size,
@@ -121,9 +132,9 @@ def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
         _deleter(session, DPoPProofJti.jti_digest), "dpop_proof_jtis", after_batch)
 
     def drop_responses(ids: list[Any]) -> int:
-        return session.execute(
+        return _rowcount(session.execute(
             update(RefreshToken).where(RefreshToken.id.in_(ids))
-            .values(retry_response=None, retry_until=None)).rowcount
+            .values(retry_response=None, retry_until=None)))
 
     counts["retry_responses"] = _walk(
         session, RefreshToken.id,
@@ -142,6 +153,12 @@ def _deleter(session: Session, key: InstrumentedAttribute[Any]) -> Callable[[lis
     table = key.class_
 
     def delete_batch(ids: list[Any]) -> int:
-        return session.execute(delete(table).where(key.in_(ids))).rowcount
+        return _rowcount(session.execute(delete(table).where(key.in_(ids))))
 
     return delete_batch
+
+
+def _rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows a DELETE or UPDATE matched: ``Session.execute`` is typed to return a
+    ``Result``, and for these statements it is a ``CursorResult``."""
+    return cast(CursorResult[Any], result).rowcount

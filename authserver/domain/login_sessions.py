@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..storage.models import LoginSession, User
@@ -39,21 +39,3 @@ def current(session: Session, login_session_id: str | None) -> tuple[LoginSessio
     ).one_or_none()
     return (found[0], found[1]) if found else None
 
-
-def end(session: Session, login_session_id: str, now: dt.datetime | None = None) -> None:
-    """Sign a browser out (the caller commits)."""
-    session.execute(
-        update(LoginSession)
-        .where(LoginSession.id == login_session_id, LoginSession.ended_at.is_(None))
-        .values(ended_at=now or utcnow())
-    )
-
-
-def end_all(session: Session, user_id: int, *, keep: str | None = None,
-            now: dt.datetime | None = None) -> int:
-    """Sign the user out of every browser (but ``keep``); the caller commits."""
-    query = update(LoginSession).where(LoginSession.user_id == user_id,
-                                       LoginSession.ended_at.is_(None))
-    if keep is not None:
-        query = query.where(LoginSession.id != keep)
-    return session.execute(query.values(ended_at=now or utcnow())).rowcount

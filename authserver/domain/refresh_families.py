@@ -1,8 +1,7 @@
 """Refresh-token families: the only module that changes a family's state.
 
 A family is one sign-in on one device (its id is the ``sid`` claim). Each refresh token
-descends from the family's first token. The rules (docs/design.md, "Rotation and reuse
-detection"):
+descends from the family's first token. The rules (docs/design.md, "Rotation"):
 
 1. A token is exchanged at most once. The exchange is a compare-and-set
    (``UPDATE ... WHERE rotated_at IS NULL AND revoked_at IS NULL``) atomic with the
@@ -29,7 +28,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -166,7 +165,7 @@ def _connection(session: Session) -> Connection:
     """A pooled connection in autocommit mode, apart from ``session``'s transaction: the
     hot path reads without taking SQLite's write lock or opening a PostgreSQL
     transaction (no BEGIN or COMMIT round trips)."""
-    return storage_engine.autocommit(session.get_bind().connect())  # type: ignore[union-attr]
+    return storage_engine.autocommit(cast(Engine, session.get_bind()).connect())
 
 
 def client_of(session: Session, presented: str | None) -> str | None:
@@ -343,7 +342,8 @@ def _retry_or_reuse(
 ) -> dict[str, Any]:
     """A rotated token came back: the identical response inside grace, else revoke all."""
     # Read the clock only now: a timestamp taken before waiting on the row lock would make
-    # a late request look as if it were inside the window (AUTHLIB_NOTES, refresh grant).
+    # a late request look as if it were inside the window
+    # (docs/design.md, "Where Authlib needed care").
     now = clock()
     row = session.execute(
         select(
@@ -413,25 +413,6 @@ def revoke_family(
                      device=device.describe(), **({"by": dict(by)} if by else {}))
     return revoked is not None
 
-
-def revoke_user_families(
-    session: Session,
-    user_id: int,
-    *,
-    reason: str,
-    except_family: str | None = None,
-    now: dt.datetime | None = None,
-) -> int:
-    """Revoke every live family of a user (optionally but one); return how many."""
-    query = select(TokenFamily.id).where(
-        TokenFamily.user_id == user_id, TokenFamily.revoked_at.is_(None)
-    )
-    if except_family is not None:
-        query = query.where(TokenFamily.id != except_family)
-    family_ids = list(session.scalars(query))
-    for family_id in family_ids:
-        revoke_family(session, family_id, reason=reason, now=now)
-    return len(family_ids)
 
 
 def sweep_retry_responses(engine: Engine, now: dt.datetime, batch: int = 500) -> int:

@@ -224,7 +224,7 @@ def end_browser_sign_in(session: Session, user_id: int, login_session_id: str, *
                  device={"user_agent_family": user_agents.family(ended.user_agent),
                          "ip": ended.ip},
                  login_session=browser_session_public_id(login_session_id),
-                 **({"by": dict(by)} if by else {}))
+                 **audit.by_detail(by))
     return True
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ..storage import engine as storage_engine
@@ -88,7 +88,8 @@ def _find_account(session: Session, username: str) -> _Account | None:
     """The account, read on its own connection in autocommit mode: no transaction, so on
     SQLite no write lock (an ORM read through ``session`` would begin one)."""
     users = User.__table__
-    with storage_engine.autocommit(session.get_bind().connect()) as connection:  # type: ignore[union-attr]
+    engine = cast(Engine, session.get_bind())  # the app binds its sessions to an Engine
+    with storage_engine.autocommit(engine.connect()) as connection:
         row = connection.execute(
             select(users.c.id, users.c.password_hash, users.c.active)
             .where(users.c.username == username)
@@ -150,12 +151,6 @@ def check_sign_in(session: Session, username: str, password: str) -> SignInAttem
     return SignInAttempt(user, user.id, None)
 
 
-def authenticate(session: Session, username: str, password: str) -> User | None:
-    """The active user with this username and password, or None (constant work either way;
-    on success the caller commits, see :func:`check_sign_in`)."""
-    return check_sign_in(session, username, password).user
-
-
 def deactivate_user(session: Session, username: str, *,
                     by: Mapping[str, Any] | None = None) -> int:
     """Deactivate a user: every device is signed out (every family revoked, every browser
@@ -167,7 +162,7 @@ def deactivate_user(session: Session, username: str, *,
     user.deactivated_at = user.deactivated_at or now
     revoked = sessions.sign_out_all(session, user.id, reason="user_deactivated", now=now, by=by)
     audit.record(session, audit.USER_DEACTIVATED, user_id=user.id, now=now,
-                 devices_signed_out=revoked, **({"by": dict(by)} if by else {}))
+                 devices_signed_out=revoked, **audit.by_detail(by))
     return revoked
 
 
@@ -200,14 +195,14 @@ def change_password(session: Session, user: User, current: str, new_password: st
         raise ValidationError("the new password must differ from the current one",
                               "new_password")
     new_hash = _new_hash(new_password)
-    user = _locked_user(session, user_id)  # type: ignore[assignment]
-    if user is None or user.password_hash != stored:
+    locked = _locked_user(session, user_id)
+    if locked is None or locked.password_hash != stored:
         raise ValidationError("the password was changed meanwhile", "current_password")
-    user.password_hash, user.password_changed_at = new_hash, utcnow()
-    revoked = sessions.sign_out_all(session, user.id, reason="password_changed",
+    locked.password_hash, locked.password_changed_at = new_hash, utcnow()
+    revoked = sessions.sign_out_all(session, locked.id, reason="password_changed",
                                     keep_login_session=login_session_id, by=by)
-    audit.record(session, audit.PASSWORD_CHANGED, user_id=user.id, devices_signed_out=revoked,
-                 **({"by": dict(by)} if by else {}))
+    audit.record(session, audit.PASSWORD_CHANGED, user_id=locked.id, devices_signed_out=revoked,
+                 **audit.by_detail(by))
     return revoked
 
 
@@ -226,7 +221,7 @@ def reset_password(session: Session, username: str, new_password: str, *,
     user.password_hash, user.password_changed_at = new_hash, utcnow()
     revoked = sessions.sign_out_all(session, user.id, reason="password_reset", by=by)
     audit.record(session, audit.PASSWORD_RESET, user_id=user.id, devices_signed_out=revoked,
-                 **({"by": dict(by)} if by else {}))
+                 **audit.by_detail(by))
     return revoked
 
 
