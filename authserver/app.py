@@ -11,7 +11,7 @@ from flask import Flask, Request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .config import Settings, load_settings
+from .config import Settings, load_settings, shipped_path
 from .crypto.keystore import KeyStore
 from .domain.clients import ClientCache, ClientRecord, load_client
 from .errors import register_error_handlers
@@ -19,7 +19,7 @@ from .extensions import db, migrate
 from .services import Services
 from .storage import engine as storage_engine
 
-MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+MIGRATIONS_DIR = str(shipped_path("migrations", "migrations"))
 
 
 def _load_client(client_id: str) -> ClientRecord | None:

@@ -22,7 +22,24 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "AUTHSERVER_"
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the known-bad default
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def shipped_path(installed: str, checkout: str) -> Path:
+    """A file or folder the distribution ships beside the code (migrations, default settings).
+
+    Installed from a wheel it is inside the package, ``authserver/<installed>``; in a source
+    checkout (the editable install of ``make run``) it is the top-level ``<checkout>`` beside
+    the package, the copy people edit. pyproject.toml maps the one onto the other.
+    """
+    inside = PACKAGE_DIR / installed
+    return inside if inside.exists() else PACKAGE_DIR.parent / checkout
+
+
+# The settings file read when AUTHSERVER_CONFIG names none: config/default.toml in the
+# working directory (a source checkout's) if there is one, else the one shipped with the code.
 DEFAULT_CONFIG_FILE = Path("config/default.toml")
+SHIPPED_CONFIG_FILE = shipped_path("default_config/default.toml", "config/default.toml")
 # Algorithms of new signing keys (authserver.crypto.jose.SUPPORTED_ALGORITHMS; kept here so
 # loading settings imports no crypto). RS256 is the default OIDC requires every OP to offer.
 SIGNING_ALGORITHMS = ("RS256", "ES256", "EdDSA")
@@ -138,7 +155,8 @@ def load_settings(
     problems: list[str] = []
     values: dict[str, Any] = {}
 
-    path = Path(config_file or environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_FILE)
+    path = Path(config_file or environ.get(ENV_PREFIX + "CONFIG") or (
+        DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else SHIPPED_CONFIG_FILE))
     if path.exists():
         try:
             data = tomllib.loads(path.read_text())
