@@ -7,7 +7,6 @@ exchanged with PKCE and refreshed over HTTP, as the app would.
 
 from __future__ import annotations
 
-import re
 import secrets
 import subprocess
 import sys
@@ -29,12 +28,11 @@ from authserver.domain import pkce
 
 from . import live_server
 from .browser import fill, wait_for
-from .helpers import PASSWORD
+from .helpers import PASSWORD, doc_blocks
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("authorize")]
 
 SCOPE = "openid profile email offline_access"
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @dataclass
@@ -213,15 +211,13 @@ def test_a_tampered_redirect_uri_stops_on_our_error_page(browser, server, callba
 
 
 def readme_client_example() -> str:
-    text = README.read_text()
-    section = text.split("<!-- client-example:start -->")[1].split("<!-- client-example:end -->")[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    blocks = doc_blocks("client-example", "bash")
     assert len(blocks) == 1, "the client example is one bash block"
     return blocks[0]
 
 
 def test_the_readme_client_example_runs_verbatim(browser, server, tmp_path):
-    """The README's worked example, with Chromium as the person at the keyboard."""
+    """The worked example of docs/clients.md, with Chromium as the person at the keyboard."""
     bin_dir = str(Path(sys.executable).parent)
     script = (readme_client_example().replace("http://127.0.0.1:8000", server.url)
               .replace(".venv/bin/", bin_dir + "/"))

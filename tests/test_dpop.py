@@ -6,12 +6,10 @@ code, and every expected thumbprint is jwcrypto's RFC 7638 computation.
 
 from __future__ import annotations
 
-import re
 import secrets
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import redis
@@ -24,7 +22,7 @@ from authserver.storage.replay_cache import DatabaseReplayCache, RedisReplayCach
 
 from . import live_server
 from .dpop_helpers import ISSUER, TOKEN_URL, USERINFO_URL, ProofKey, ath, hmac_key
-from .helpers import PASSWORD, BrowserActions, assert_oauth_error, redirect_params
+from .helpers import PASSWORD, BrowserActions, assert_oauth_error, doc_blocks, redirect_params
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ALGORITHMS = ["ES256", "RS256", "PS256", "EdDSA"]
@@ -217,7 +215,7 @@ def test_an_invalid_proof_on_a_bound_family_changes_nothing(oauth, app, app_clie
 
 
 def test_grace_retry_needs_the_same_key(oauth, app):
-    """DESIGN.md Rotation 2-3: an identical retry only from the same binding, else reuse."""
+    """docs/design.md, "Rotation" 2-3: an identical retry only from the same binding, else reuse."""
     oauth.create_user()
     app_client = oauth.first_party_app(reuse_grace=30)
     key = ProofKey()
@@ -602,17 +600,15 @@ def test_a_dpop_refresh_with_the_database_cache_adds_only_the_jti_insert(oauth, 
     assert sum("dpop_proof_jtis" in s for s in statements) == 1
 
 
-# -- the README example, against a real server process ---------------------------------
+# -- the docs' example (docs/clients.md), against a real server process ---------------
 def _readme_example() -> str:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = text.split("<!-- dpop-example:start -->")[1].split("<!-- dpop-example:end -->")[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    (block,) = doc_blocks("dpop-example", "python")
     return block
 
 
 @pytest.mark.slow
 def test_readme_dpop_example_runs_against_a_real_server(tmp_path, monkeypatch):
-    """The README's worked example, verbatim, against a server started as the README says,
+    """The docs' worked example, verbatim, against a server started as the docs say,
     with server nonces on, so the example's nonce retry is exercised as well."""
     monkeypatch.setenv("AUTHSERVER_DPOP_NONCE", "true")
     server = live_server.start(tmp_path, f"sqlite:///{tmp_path / 'authserver.sqlite3'}")

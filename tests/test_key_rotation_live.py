@@ -2,7 +2,7 @@
 
 A real ``authserver serve`` (two gunicorn workers sharing ``keys/``, JWKS max-age 2 s so
 a next key is promoted after 7 s) issues tokens continuously to two clients while an
-operator runs ``authserver keys rotate`` twice. The README's ten-line Flask API
+operator runs ``authserver keys rotate`` twice. The ten-line Flask API of docs/resource-servers.md
 (``authserver.resource`` only), served over HTTP in a thread, verifies every token as it comes,
 and every earlier token again at the end: zero failures, with the JWKS cache alone
 (no unknown-kid refetch). Then a table of forged tokens, each refused for its reason.
@@ -44,7 +44,7 @@ from authserver.resource import (
 )
 
 from . import live_server
-from .helpers import PASSWORD, basic
+from .helpers import PASSWORD, basic, doc_blocks
 from .resource_helpers import Signer
 
 pytestmark = [pytest.mark.slow]
@@ -77,24 +77,19 @@ class ResourceServer:
                             headers={"Authorization": f"Bearer {token}"})
 
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def readme_example(issuer: str) -> dict[str, Any]:
-    """Run the README's "Verifying tokens in your API" example against ``issuer``."""
-    text = README.read_text()
-    section = text.split("<!-- resource-example:start -->")[1].split(
-        "<!-- resource-example:end -->")[0]
-    code = re.search(r"```python\n(.*?)```", section, flags=re.S)
-    assert code, "README resource example has no python block"
+    """Run the example of docs/resource-servers.md against ``issuer``."""
+    (code,) = doc_blocks("resource-example", "python")
     namespace: dict[str, Any] = {"__name__": "orders_api"}
-    exec(code.group(1).replace("https://auth.example.com", issuer), namespace)  # noqa: S102
+    exec(code.replace("https://auth.example.com", issuer), namespace)  # noqa: S102
     return namespace
 
 
 @pytest.fixture(scope="module")
 def api(server) -> Iterator[ResourceServer]:
-    """The README's ten-line Flask API, served over real HTTP."""
+    """The ten-line Flask API of docs/resource-servers.md, served over real HTTP."""
     example = readme_example(server.url)
     http = make_server("127.0.0.1", 0, example["app"], threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)

@@ -1,8 +1,9 @@
-"""The README walkthrough works verbatim against a real server process."""
+"""The README walkthrough works verbatim against a real server process, and so do the
+blocks of docs/*.md marked ``<!-- continues the walkthrough -->``, run after it in the same
+shell (they use its user, its client and its files)."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,17 +11,18 @@ from pathlib import Path
 import pytest
 
 from . import live_server
+from .helpers import doc_blocks, doc_blocks_noted
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
 
 
+CONTINUES = "continues the walkthrough"
+
+
 def walkthrough() -> str:
-    text = README.read_text()
-    section = text.split("<!-- walkthrough:start -->")[1].split("<!-- walkthrough:end -->")[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-    assert blocks, "README walkthrough has no bash block"
-    return "\n".join(blocks)
+    continued = doc_blocks_noted(CONTINUES)
+    assert all(block.language == "bash" for block in continued), continued
+    return "\n".join(doc_blocks("walkthrough", "bash") + [block.code for block in continued])
 
 
 def test_readme_walkthrough_runs_verbatim(tmp_path):
@@ -40,3 +42,8 @@ def test_readme_walkthrough_runs_verbatim(tmp_path):
     assert "identical retry" in out
     assert out.count('"error": "invalid_grant"') == 2, out
     assert "verified: {'sub':" in out
+    # The continuations: revocation (docs/clients.md), introspection (docs/resource-servers.md),
+    # the audit trail (docs/admins.md).
+    assert "\n200\n" in out, out
+    assert '"active": true' in out, out
+    assert '"event": "family_revoked"' in out or '"event":"family_revoked"' in out, out

@@ -1,11 +1,10 @@
 """The registration API against a real server process, with the client libraries automation
 uses (Authlib's OAuth2Session for the admin token, requests, requests-oauthlib), and the
-README's registration example run verbatim."""
+registration example of docs/admins.md run verbatim."""
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ from oauthlib.oauth2 import BackendApplicationClient
 from requests_oauthlib import OAuth2Session as RequestsOAuth2Session
 
 from . import live_server
+from .helpers import doc_blocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("admin")]
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +78,7 @@ def test_register_use_rotate_and_delete_over_http(server, admin_session, monkeyp
 
 
 def test_the_readme_registration_example_runs_verbatim(server, tmp_path):
-    section = README.read_text().split("<!-- registration-api:start -->")[1].split(
-        "<!-- registration-api:end -->")[0]
-    script = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+    script = doc_blocks("registration-api", "bash")[0]
     script = (script.replace("http://127.0.0.1:8000", server.url)
               .replace(".venv/bin/", str(Path(sys.executable).parent) + "/"))
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
