@@ -58,5 +58,7 @@ wrk:
 bench: .make-test-deps wrk
 	$(BIN)/python benchmarks/refresh.py $(BENCH_ARGS)
 
+# build/ and *.egg-info: what pip wheel . and pip wheel ./authserver/resource leave behind.
 clean:
-	rm -rf $(VENV) .make-* instance .pytest_cache
+	rm -rf $(VENV) .make-* instance .pytest_cache build dist *.egg-info \
+	  authserver/resource/build authserver/resource/*.egg-info
