@@ -70,7 +70,8 @@ class Settings:
     client_cache_seconds: int = 5
     sqlite_busy_timeout_ms: int = 10_000
     # PostgreSQL: no request waits longer than this on a row lock (it answers 503 and the
-    # client retries); the rotation's grace window is lengthened by it (docs/design.md).
+    # client retries); the rotation's grace window is lengthened by it
+    # (docs/design.md, "Rotation" 2).
     db_lock_timeout_ms: int = 2_000
     db_statement_timeout_ms: int = 30_000  # PostgreSQL: a runaway statement is cancelled
     db_pool_size: int = 5

@@ -4,7 +4,7 @@ Nothing here assumes which HTTP server ``authserver serve`` runs (gunicorn, gran
 its processes are the serve process and all its descendants, and it is ready when the
 JWKS answers 200 and that process tree has stopped growing.
 
-The server is started exactly as an operator starts it (the README): ``authserver db
+The server is started exactly as an operator starts it (docs/operators.md): ``authserver db
 upgrade``, ``authserver keys ensure`` and ``authserver serve`` with ``AUTHSERVER_*``
 environment variables, in a throw-away working directory with its own ``keys/``. It binds
 to 127.0.0.1 only. Every resource is released on every exit path: use the context

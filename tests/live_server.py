@@ -1,4 +1,4 @@
-"""A real ``authserver serve`` process, started exactly as the README tells an operator."""
+"""A real ``authserver serve`` process, started exactly as docs/operators.md tells an operator."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The admin pages in a real headless Chromium against a real server process.
 
-The server and its admin user are set up through the CLI, as the README tells an operator;
+The server and its admin user are set up through the CLI, as docs/admins.md tells an admin;
 sessions to revoke are created over HTTP with the password grant, as a mobile app does.
 """
 

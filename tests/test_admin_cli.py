@@ -177,7 +177,7 @@ def test_bad_input_is_one_line_naming_the_field(run, app, oauth, args, expected)
 # -- the real executable: one line on stderr, non-zero, nothing changed ------------------------
 @pytest.fixture(scope="module")
 def operator(tmp_path_factory):
-    """The installed command against a migrated SQLite database, as the README says."""
+    """The installed command against a migrated SQLite database, as docs/operators.md says."""
     workdir = tmp_path_factory.mktemp("cli")
     database = workdir / "a.sqlite3"
     env = {**os.environ, "AUTHSERVER_DATABASE_URL": f"sqlite:///{database}",

@@ -42,7 +42,7 @@ def server(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def native_app(server):
-    """A public client registered exactly as the README tells client developers."""
+    """A public client registered exactly as docs/clients.md tells client developers."""
     return server.create_client(
         "--name", "Budget Planner", "--public", "--redirect-uri", NATIVE_REDIRECT,
         "--grant-type", "authorization_code", "--grant-type", "refresh_token",

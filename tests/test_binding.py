@@ -1,4 +1,4 @@
-"""Device binding (DESIGN.md "Binding to the client's device"): what each policy lets through.
+"""Device binding (docs/design.md, "Device binding"): what each policy lets through.
 
 Every table row signs in from one device context and refreshes from another, over HTTP,
 and says whether the refresh must pass. A context is the ``device_id`` (form or
@@ -267,7 +267,7 @@ def test_reject_refuses_but_keeps_the_session(oauth, app):
 
 
 def test_grace_retry_only_from_the_same_device(oauth, app):
-    """DESIGN.md Rotation 2-3: an identical retry from the same binding; from any other,
+    """docs/design.md, "Rotation" 2-3: an identical retry from the same binding; from any other,
     reuse (the family is revoked and the reuse audited with both contexts)."""
     oauth.create_user()
     app_client = oauth.first_party_app(reuse_grace=30)
@@ -430,7 +430,7 @@ def test_sessions_show_first_seen_last_seen_and_last_ip(oauth, app, clock):
 
 def test_binding_checks_keep_the_refresh_at_three_statements(oauth, app):
     """Last seen / last IP come from the newest token row, which the refresh inserts anyway:
-    binding adds no statement to the hot path (DESIGN.md budget)."""
+    binding adds no statement to the hot path (docs/design.md, "Performance budget")."""
     oauth.create_user()
     app_client = oauth.first_party_app(bind_ip="/24")
     app.extensions["authserver"].clients.ttl = 60

@@ -8,7 +8,8 @@ at a barrier until all of them hold one. A multi-process variant races separate 
 and engines against one database, as separate server processes do.
 
 On PostgreSQL a lost race under REPEATABLE READ or SERIALIZABLE is a serialization
-failure, which must become ``invalid_grant``, never a 500 (AUTHLIB_NOTES, refresh grant).
+failure, which must become ``invalid_grant``, never a 500
+(docs/design.md, "Where Authlib needed care").
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _assert_one_winner_then_reuse(oauth, sid, results) -> None:
     assert all(status == 400 and body["error"] == "invalid_grant"
                for status, body in results if status != 200), results
     # Exactly one child was ever created. With no grace window the other presentations are
-    # reuse (DESIGN.md, Rotation 3), so the family, and with it that child, is revoked.
+    # reuse (docs/design.md, "Rotation" 3), so the family, and with it that child, is revoked.
     assert len(_children(oauth.app, sid)) == 1
     assert _family(oauth.app, sid).revoke_reason == "reuse_detected"
 
@@ -406,8 +407,9 @@ def test_a_failed_sweep_is_logged_and_retried_later(oauth, app, monkeypatch, cap
 
 
 def test_a_refresh_costs_at_most_three_statements(oauth, app, backend, tmp_path):
-    """docs/design.md budget, counted by the database driver itself. SQLite: the lookup,
-    then the compare-and-set UPDATE and the INSERT inside BEGIN IMMEDIATE ... COMMIT.
+    """docs/design.md, "Performance budget", counted by the database driver itself.
+    SQLite: the lookup, then the compare-and-set UPDATE and the INSERT inside
+    BEGIN IMMEDIATE ... COMMIT.
     PostgreSQL: two round trips in all (libpq's protocol trace): the lookup and one
     statement that claims and inserts, both in autocommit mode (no BEGIN, no COMMIT)."""
     oauth.create_user()

@@ -1,6 +1,6 @@
 """End to end against a real server process, with the client libraries users use.
 
-The server is started through the CLI and environment variables, as the README says;
+The server is started through the CLI and environment variables, as docs/operators.md says;
 the clients are Authlib's OAuth2Session, requests-oauthlib and PyJWT's PyJWKClient.
 """
 

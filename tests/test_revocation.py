@@ -395,7 +395,8 @@ def _capture(engine, statements):
 
 def test_introspection_is_one_indexed_lookup(oauth, setup, app, backend):
     """Each answer reads the token's session once, through primary-key or unique indexes:
-    the query plan of each statement searches, never scans (DESIGN.md performance)."""
+    the query plan of each statement searches, never scans
+    (docs/design.md, "Performance budget")."""
     app_client, resource, secret = setup
     pair = oauth.login_pair(app_client, scope="read")
     with app.app_context():

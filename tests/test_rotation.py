@@ -1,4 +1,4 @@
-"""Rotation and reuse detection (DESIGN.md "Rotation and reuse detection")."""
+"""Rotation and reuse detection (docs/design.md, "Rotation")."""
 
 from __future__ import annotations
 

@@ -221,8 +221,8 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(tmp_path):
         for victim in workers:
             os.kill(victim, signal.SIGKILL)
             # Connections the kernel had queued on the victim's own SO_REUSEPORT socket
-            # are reset as it dies (net.ipv4.tcp_migrate_req=1 hands them over; the README
-            # says so). None of ours is sent until its socket is closed: a zombie's other
+            # are reset as it dies (net.ipv4.tcp_migrate_req=1 hands them over; docs/operators.md,
+            # "Serving", says so). None of ours is sent until its socket is closed: a zombie's other
             # threads may still hold it for a moment.
             assert _wait_for(lambda victim=victim: _listeners(srv.port) == 1
                              or not Path(f"/proc/{victim}").exists(), 5)

@@ -2,7 +2,7 @@
 
 ``rotate`` adds a *next* key, which becomes active by itself once every JWKS cache holds
 it; the key it replaces is *retired* and ``prune`` removes it when every token it signed
-has expired. See the README's "Key rotation runbook".
+has expired. See docs/operators.md, "Key rotation runbook".
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from ..extensions import db
 from ..services import services
 from . import CliError, cli
 
-# Python threads per worker process (README, "Serving", has the measurements). A worker
+# Python threads per worker process (docs/operators.md, "Serving", has the measurements). A worker
 # takes its share of connections whether or not a thread is free, so up to 3 requests
 # waiting on the database (SQLite's write lock, a PostgreSQL row lock) leave it serving.
 # 1 or 2 do up to 20 % more where the GIL is the limit; PostgreSQL does best with 4.

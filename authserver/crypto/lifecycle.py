@@ -1,6 +1,6 @@
 """The signing-key lifecycle as a pure function of key metadata and the clock.
 
-DESIGN.md "Keys": *next* (published, not signing) → *active* (signing; exactly one) →
+docs/design.md, "Keys": *next* (published, not signing) → *active* (signing; exactly one) →
 *retired* (published until every token it signed has expired) → removed.
 
 Promotion is not an event some process must perform: it is **computed**. A next key

@@ -1,4 +1,5 @@
-"""Binding a sign-in (refresh family) to the device that received it (DESIGN.md "Binding").
+"""Binding a sign-in (refresh family) to the device that received it
+(docs/design.md, "Device binding").
 
 A client's policy says which parts of the device context must match on refresh: the
 ``device_id`` the app sent, the user-agent *family* (app or browser + OS, no versions),
@@ -23,7 +24,7 @@ DEVICE_ID_MIN, DEVICE_ID_MAX = 8, 128
 
 @dataclass(frozen=True)
 class BindingPolicy:
-    """What must match on refresh, per client. The defaults are DESIGN.md's."""
+    """What must match on refresh, per client. The defaults: docs/design.md, "Device binding"."""
 
     device_id: bool = True  # the device id must match when one was given at sign-in
     user_agent: bool = True  # the user-agent family must match

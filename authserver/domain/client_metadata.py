@@ -28,7 +28,7 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 ADMIN_SCOPE = "admin:clients"
 ADMIN_SCOPE_PREFIX = "admin:"
 
-ACCESS_TTL_BOUNDS = (60, 86_400)  # DESIGN.md: per client 60 s to 1 day
+ACCESS_TTL_BOUNDS = (60, 86_400)  # docs/design.md, "Tokens": per client 60 s to 1 day
 REFRESH_IDLE_TTL_BOUNDS = (0, 31_536_000)  # 0 = no idle limit; at most a year
 REFRESH_ABSOLUTE_TTL_BOUNDS = (0, 315_360_000)  # 0 = never expires, only revoked
 REUSE_GRACE_BOUNDS = (0, 300)

@@ -3,7 +3,7 @@
 The response (which contains a live access token and refresh token) is stored only as
 AES-256-GCM ciphertext under a key derived with HKDF from the *presented* refresh token.
 The database never holds that token, only its SHA-256 digest, so a database reader cannot
-open the box; the client that retries with the same token can (DESIGN.md, Rotation 2).
+open the box; the client that retries with the same token can (docs/design.md, "Rotation" 2).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Random credentials and their digests.
 
 Refresh tokens and client secrets are 256-bit random values, so a single fast SHA-256 is
-a safe digest (a slow KDF would only cap the token endpoint's throughput: DESIGN.md,
-Tokens). Only digests are stored; lookups are by digest; checks are constant-time.
+a safe digest (a slow KDF would only cap the token endpoint's throughput: docs/design.md,
+"Secrets"). Only digests are stored; lookups are by digest; checks are constant-time.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ of the authorization server. Usage::
     @require_token(verifier, scope="orders:read")   # Flask; 401/403 per RFC 6750 §3
     def orders(): ...
 
-See the README, "Verifying tokens in your API".
+See docs/resource-servers.md.
 """
 
 from __future__ import annotations

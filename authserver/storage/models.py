@@ -98,7 +98,7 @@ class TokenFamily(Base):
     revoke_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The browser sign-in (login session) this family came from, for authorization codes.
     login_session_id: Mapped[str | None] = mapped_column(String(43), nullable=True, index=True)
-    # The device the family was issued to (DESIGN.md "Binding to the client's device").
+    # The device the family was issued to (docs/design.md, "Device binding").
     device_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
     ua_family: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -128,7 +128,7 @@ class RefreshToken(Base):
     revoked_at: Mapped[OptionalTimestamp]
     revoke_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The response given when this token was rotated, sealed under a key derived from the
-    # token itself, kept only for the client's grace window (DESIGN.md "Rotation" 2).
+    # token itself, kept only for the client's grace window (docs/design.md, "Rotation" 2).
     retry_response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     retry_until: Mapped[OptionalTimestamp]
 
