@@ -4,7 +4,8 @@
   exists, and no comment points at a design document outside the repository.
 - Every relative link between README.md and docs/*.md reaches a file and a heading.
 - The configuration table of docs/operators.md is checked against ``Settings``: every
-  setting, its ``AUTHSERVER_*`` variable, its default and its range.
+  setting, its ``AUTHSERVER_*`` variable, its default and its range; its command table
+  against the ``authserver`` command: every command, every option, the defaults it gives.
 - Every shell, console and Python block in README.md and docs/*.md is run: here (against a
   fresh SQLite database and keys directory, as ``make run`` prepares them), by the test that
   names its ``<!-- NAME:start -->`` section, by tests/test_readme.py (``<!-- continues the
@@ -22,6 +23,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 
 from authserver import config
@@ -162,6 +164,60 @@ def test_config_default_toml_agrees_with_the_documented_defaults():
     assert {name: defaults[name] for name in shipped} == shipped
     documented = configuration_table()["AUTHSERVER_CONFIG"]["default"]
     assert documented == f"`{config.DEFAULT_CONFIG_FILE.as_posix()}`"
+
+
+# -- the command table ----------------------------------------------------------------------
+def cli_commands() -> dict[str, click.Command]:
+    """Every ``authserver`` command by its path (``"db purge"``)."""
+    from authserver.cli import cli
+
+    found: dict[str, click.Command] = {}
+
+    def walk(group: click.Group, prefix: str) -> None:
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                walk(command, f"{prefix}{name} ")
+            else:
+                found[prefix + name] = command
+    walk(cli, "")
+    return found
+
+
+def options(command: click.Command) -> set[str]:
+    return {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)
+            if opt.startswith("--")}
+
+
+def command_table() -> dict[str, str]:
+    """Each documented command (``"db purge"``) and its usage as the table writes it."""
+    text = (ROOT / "docs" / "operators.md").read_text()
+    section = text.split("\n## Command line\n")[1].split("\n## ")[0]
+    usages = {}
+    for line in section.split("\n"):
+        first_cell = line.strip().strip("|").split(" | ")[0]
+        for usage in re.findall(r"`authserver ([^`]+)`", first_cell):
+            words = re.match(r"[a-z][a-z-]*( [a-z][a-z-]*)?", usage)
+            assert words, usage
+            usages[words.group(0)] = usage
+    return usages
+
+
+def test_the_command_table_has_every_command_with_its_options_and_defaults():
+    commands, usages = cli_commands(), command_table()
+    assert set(usages) == set(commands)
+    text = (ROOT / "docs" / "operators.md").read_text() + (ROOT / "docs" / "clients.md").read_text()
+    for path, usage in usages.items():
+        command = commands[path]
+        documented = set(re.findall(r"--[a-z][a-z-]*", usage))
+        assert documented <= options(command), (path, documented - options(command))
+        for option in options(command) - documented:
+            # in a table of its own: clients create's options, the policies in
+            # clients.md, serve's options
+            assert re.search(rf"(?<![\w-]){option}(?![\w-])", text), (path, option)
+        for option, value in re.findall(r"\[(--[a-z-]+) (\d+)\]", usage):
+            (param,) = [p for p in command.params if option in p.opts]
+            assert param.default == int(value), (path, option, param.default)
+    assert options(commands["clients update"]) == options(commands["clients create"]) - {"--public"}
 
 
 # -- the code blocks ------------------------------------------------------------------------
