@@ -13,7 +13,7 @@ import logging
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -85,7 +85,6 @@ class Settings:
     open_registration_scopes: str = "openid profile email offline_access"
     dpop_nonce: bool = False
     log_level: str = "INFO"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def production(self) -> bool:
@@ -96,12 +95,8 @@ class Settings:
         """RFC 9068 §3: the default resource indicator when a request names none."""
         return self.default_audience or self.issuer
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
-
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
 def _coerce(name: str, raw: Any, source: str, problems: list[str]) -> Any:

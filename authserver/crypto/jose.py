@@ -40,13 +40,17 @@ def private_pem(key: PrivateJWK, passphrase: str | None) -> bytes:
     return key.as_pem(private=True, password=passphrase or None)
 
 
+_KEY_TYPES: dict[str, type[RSAKey] | type[ECKey] | type[OKPKey]] = {
+    "RS256": RSAKey, "ES256": ECKey, "EdDSA": OKPKey}
+
+
 def load_private_pem(alg: str, data: bytes, passphrase: str | None) -> PrivateJWK:
     """Parse a private PEM for ``alg``; raise KeyFormatError with a readable reason.
 
     An unencrypted file is read even when a passphrase is set, so a directory can move to
     encrypted keys one rotation at a time.
     """
-    cls: type[PrivateJWK] = {"RS256": RSAKey, "ES256": ECKey, "EdDSA": OKPKey}[alg]
+    cls = _KEY_TYPES[alg]
     encrypted = b"ENCRYPTED" in data
     if encrypted and not passphrase:
         raise KeyFormatError("the key is encrypted and AUTHSERVER_KEY_PASSPHRASE is not set")
@@ -171,7 +175,7 @@ def verify_embedded_jwk_jws(token: str, jwk: dict[str, Any], alg: str) -> tuple[
         key = JWKRegistry.import_key(dict(jwk))
         if key.is_private:
             raise InvalidJWT("the jwk header contains private key material")
-        if kty == "RSA" and key.raw_value.key_size < 2048:
+        if isinstance(key, RSAKey) and key.raw_value.key_size < 2048:  # kty "RSA"
             raise InvalidJWT("the RSA key is too small")
         signature = jws.deserialize_compact(token, key, registry=_PROOF_REGISTRIES[alg])
         claims = json.loads(signature.payload)

@@ -73,6 +73,8 @@ def admit(jwk: Any, algorithms: Iterable[str]) -> PublicKey | None:
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
         return None
     kty, crv = jwk.get("kty"), jwk.get("crv")
+    if not isinstance(kty, str):  # no algorithm would fit it
+        return None
     declared = jwk.get("alg")
     usable = [alg for alg in algorithms
               if ALGORITHM_KEY_TYPES[alg][0] == kty

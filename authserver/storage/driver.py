@@ -16,12 +16,13 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from sqlalchemy import JSON, Boolean
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 from .base import UTCDateTime
 
@@ -41,7 +42,7 @@ def _result_time(value: Any) -> dt.datetime | None:
         return None
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+    return value.replace(tzinfo=dt.UTC)
 
 
 def _result_json(value: Any) -> Any:
@@ -63,17 +64,17 @@ def _converter(column_type: Any) -> Callable[[Any], Any] | None:
 
 
 @functools.cache
-def compiled(statement: Executable, dialect: Dialect) -> Compiled:
+def compiled(statement: ClauseElement, dialect: Dialect) -> Compiled:
     """``statement`` compiled for ``dialect`` (once per statement and engine)."""
-    result = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    # A statement compiles to an SQLCompiler (typed as the base Compiled).
+    result = cast(SQLCompiler, statement.compile(dialect=dialect))
     convert = []
     for index, column in enumerate(getattr(statement, "selected_columns", ())):
         function = _converter(column.type)
         if function is not None:
             convert.append((index, function))
-    return Compiled(str(result),
-                    tuple(result.positiontup) if result.positional else None,  # type: ignore[arg-type]
-                    tuple(convert))
+    order = result.positiontup if result.positional else None  # a list once compiled
+    return Compiled(str(result), tuple(order) if order is not None else None, tuple(convert))
 
 
 def bind_time(connection: Connection, value: dt.datetime | None) -> Any:
@@ -85,15 +86,21 @@ def bind_time(connection: Connection, value: dt.datetime | None) -> Any:
         else naive
 
 
-def execute(connection: Connection, statement: Executable, values: dict[str, Any]) -> Any:
+class _DriverConnection(Protocol):
+    """What pysqlite's and psycopg's connections both have beyond DB-API 2.0."""
+
+    def execute(self, sql: str, parameters: Any, /) -> Any: ...
+
+
+def execute(connection: Connection, statement: ClauseElement, values: dict[str, Any]) -> Any:
     """Run ``statement`` on the driver connection; return the driver's cursor."""
     sql = compiled(statement, connection.dialect)
     raw = connection.connection.driver_connection
     dbapi = connection.dialect.loaded_dbapi
     try:
-        return raw.execute(sql.text, sql.params(values))  # type: ignore[union-attr]
+        return cast(_DriverConnection, raw).execute(sql.text, sql.params(values))
     except dbapi.Error as exc:
-        disconnected = connection.dialect.is_disconnect(exc, raw, None)  # type: ignore[arg-type]
+        disconnected = connection.dialect.is_disconnect(exc, raw, None)
         if disconnected:
             connection.invalidate(exc)
         raise DBAPIError.instance(sql.text, None, exc, dbapi.Error,
@@ -101,7 +108,7 @@ def execute(connection: Connection, statement: Executable, values: dict[str, Any
                                   dialect=connection.dialect) from exc
 
 
-def fetchone(connection: Connection, statement: Executable, values: dict[str, Any]
+def fetchone(connection: Connection, statement: ClauseElement, values: dict[str, Any]
              ) -> list[Any] | None:
     """The first row of ``statement``'s result, its columns converted; None if none."""
     row = execute(connection, statement, values).fetchone()

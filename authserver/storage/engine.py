@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -55,7 +55,7 @@ def resolve_database_url(url: str) -> str:
 
 # SQL parameters never reach a log line or an error message: with AUTHSERVER_LOG_LEVEL=DEBUG
 # SQLAlchemy logs every statement, and a username lookup may carry a password typed into
-# the username field (DESIGN.md: no secret in a log line).
+# the username field (docs/design.md, "Secrets": nothing secret in a log line).
 HIDE_PARAMETERS = True
 
 
@@ -114,7 +114,8 @@ def sqlite_write(connection: Connection) -> Iterator[None]:
     """SQLite: one write transaction on a connection in :func:`autocommit` mode, driven on
     the driver connection: the writer lock, ``BEGIN IMMEDIATE`` ... ``COMMIT`` (or
     ``ROLLBACK`` on an exception). Code inside runs after every wait is over."""
-    driver = connection.connection.driver_connection
+    # pysqlite's connection (SQLAlchemy types the driver's connection as Any | None).
+    driver = cast(sqlite3.Connection, connection.connection.driver_connection)
     lock = _writer_locks.get(connection.engine)
     with lock.held() if lock is not None else contextlib.nullcontext():
         try:
@@ -327,11 +328,10 @@ class WalCheckpointer:
         checkpoint, or None if it failed (logged; the next tick tries again)."""
         try:
             with autocommit(engine.connect()) as connection:
-                driver = connection.connection.driver_connection
-                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # type: ignore[union-attr]
+                driver = cast(sqlite3.Connection, connection.connection.driver_connection)
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 with _writer_locks[engine].held():
-                    row = driver.execute(  # type: ignore[union-attr]
-                        "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    row = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except (OperationalError, sqlite3.Error) as exc:
             log.warning("SQLite checkpoint failed (%s); the next one retries", exc)
             return None

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from . import driver
 from .base import UTCDateTime
 from .models import RefreshToken, TokenFamily, User
 
-_tokens = RefreshToken.__table__
-_families = TokenFamily.__table__
-_users = User.__table__
+# Declarative models' tables (typed as the FromClause they are declared to be).
+_tokens = cast(Table, RefreshToken.__table__)
+_families = cast(Table, TokenFamily.__table__)
+_users = cast(Table, User.__table__)
 
 LOOKUP = (
     select(

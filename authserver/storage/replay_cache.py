@@ -49,8 +49,8 @@ class DatabaseReplayCache:
         self._insert = pg_insert if dialect == "postgresql" else sqlite_insert
 
     def add(self, key: str, expires_at: dt.datetime) -> bool:
-        statement = self._insert(DPoPProofJti).values(jti_digest=key, expires_at=expires_at)
-        statement = statement.on_conflict_do_nothing(index_elements=["jti_digest"]).returning(
+        values = self._insert(DPoPProofJti).values(jti_digest=key, expires_at=expires_at)
+        statement = values.on_conflict_do_nothing(index_elements=["jti_digest"]).returning(
             DPoPProofJti.jti_digest)
         with self._lock:
             self._inserts += 1
