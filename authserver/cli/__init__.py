@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     except click.ClickException as exc:
         # Usage errors too: one line naming the problem, not a usage screen.
-        where = f" ({exc.ctx.command_path})" if getattr(exc, "ctx", None) else ""
+        ctx: click.Context | None = getattr(exc, "ctx", None)  # UsageError's, if any
+        where = f" ({ctx.command_path})" if ctx else ""
         click.echo(f"authserver: error{where}: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

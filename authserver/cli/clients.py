@@ -148,7 +148,7 @@ def create(as_json: bool, **options: Any) -> None:
     """Register a client; print its id and (once, never again) its secret."""
     for name in LIST_OPTIONS:
         options[name] = list(options[name])
-    record, secret = domain_clients.create_client(db.session, ClientSpec(**options),
+    record, secret = domain_clients.create_client(db.session(), ClientSpec(**options),
                                                   actor=ACTOR)
     db.session.commit()
     _print(record, as_json, secret, show_secret=True)
@@ -168,7 +168,7 @@ def update(client_id: str, as_json: bool, **options: Any) -> None:
                if v is not None and v != ()}
     if not changes:
         raise CliError("nothing to change: give at least one option (see --help)")
-    record = domain_clients.update_client(db.session, client_id, actor=ACTOR, **changes)
+    record = domain_clients.update_client(db.session(), client_id, actor=ACTOR, **changes)
     db.session.commit()
     services().clients.forget([client_id])
     _print(record, as_json)
@@ -180,7 +180,7 @@ def update(client_id: str, as_json: bool, **options: Any) -> None:
 @with_appcontext
 def show(client_id: str, as_json: bool) -> None:
     """Show CLIENT_ID's registration (never its secret)."""
-    _print(domain_clients.get_client(db.session, client_id), as_json)
+    _print(domain_clients.get_client(db.session(), client_id), as_json)
 
 
 @clients_group.command("list")
@@ -188,7 +188,7 @@ def show(client_id: str, as_json: bool) -> None:
 @with_appcontext
 def list_clients(as_json: bool) -> None:
     """List registered clients."""
-    records = domain_clients.list_clients(db.session)
+    records = domain_clients.list_clients(db.session())
     if as_json:
         click.echo(json.dumps([r.to_public_dict() for r in records], indent=2))
         return
@@ -209,7 +209,7 @@ def rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
     """Give CLIENT_ID a new secret, printed once; the old one works during the overlap."""
     seconds = services().settings.client_secret_overlap if overlap is None else overlap
     now = services().clock()
-    secret = domain_clients.rotate_secret(db.session, client_id, seconds, actor=ACTOR, now=now)
+    secret = domain_clients.rotate_secret(db.session(), client_id, seconds, actor=ACTOR, now=now)
     db.session.commit()
     services().clients.forget([client_id])
     until = (now + dt.timedelta(seconds=seconds)).isoformat() if seconds else None
@@ -228,7 +228,7 @@ def rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
 
 
 def _set_active(client_id: str, active: bool, as_json: bool) -> None:
-    revoked = domain_clients.set_active(db.session, client_id, active, actor=ACTOR)
+    revoked = domain_clients.set_active(db.session(), client_id, active, actor=ACTOR)
     db.session.commit()
     services().clients.forget([client_id])
     if as_json:
@@ -264,11 +264,11 @@ def enable(client_id: str, as_json: bool) -> None:
 @with_appcontext
 def delete(client_id: str, yes: bool, as_json: bool) -> None:
     """Delete CLIENT_ID and every session, code and consent of it."""
-    domain_clients.get_client(db.session, client_id)  # an unknown id fails before asking
+    domain_clients.get_client(db.session(), client_id)  # an unknown id fails before asking
     if not yes and not click.confirm(f"Delete client {client_id} and all its sessions?",
                                      default=False):
         raise click.exceptions.Abort()
-    revoked = domain_clients.delete_client(db.session, client_id, actor=ACTOR)
+    revoked = domain_clients.delete_client(db.session(), client_id, actor=ACTOR)
     db.session.commit()
     services().clients.forget([client_id])
     if as_json:

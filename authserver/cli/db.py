@@ -48,6 +48,6 @@ def purge(retention_days: int, audit_retention_days: int, batch_size: int) -> No
     from ..domain.housekeeping import purge as run_purge
     from ..extensions import db
 
-    counts = run_purge(db.session, retention_days=retention_days, batch_size=batch_size,
+    counts = run_purge(db.session(), retention_days=retention_days, batch_size=batch_size,
                        audit_retention_days=audit_retention_days)
     click.echo("purged " + " ".join(f"{kind}={count}" for kind, count in counts.items()))

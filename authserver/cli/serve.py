@@ -176,7 +176,7 @@ def _server(**options: Any) -> Any:
     """A granian multi-process server that exits cleanly on a group-wide signal."""
     from granian.server import MPServer
 
-    class Server(MPServer):  # type: ignore[misc, valid-type]
+    class Server(MPServer):
         def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
             # systemd and Ctrl-C signal the workers too: one that finishes draining
             # before we stop it has not crashed (no "unexpected exit", exit status 0).

@@ -42,10 +42,10 @@ def create(username: str, password_stdin: bool, email: str | None,
            display_name: str | None, admin: bool) -> None:
     """Create USERNAME (the password is hashed with argon2id)."""
     password = _read_password(password_stdin)
-    user = domain_users.create_user(db.session, username, password, email=email,
+    user = domain_users.create_user(db.session(), username, password, email=email,
                                     name=display_name)
     if admin:
-        domain_users.set_admin(db.session, user.username, True)  # audited
+        domain_users.set_admin(db.session(), user.username, True)  # audited
     db.session.commit()
     role = " as an admin" if admin else ""
     click.echo(f"created user {user.username}{role} (sub {user.subject})")
@@ -56,7 +56,7 @@ def create(username: str, password_stdin: bool, email: str | None,
 @with_appcontext
 def grant_admin(username: str) -> None:
     """Let USERNAME use the admin pages."""
-    domain_users.set_admin(db.session, username, True)
+    domain_users.set_admin(db.session(), username, True)
     db.session.commit()
     click.echo(f"{username} is now an admin")
 
@@ -66,7 +66,7 @@ def grant_admin(username: str) -> None:
 @with_appcontext
 def revoke_admin(username: str) -> None:
     """Take the admin role away from USERNAME."""
-    domain_users.set_admin(db.session, username, False)
+    domain_users.set_admin(db.session(), username, False)
     db.session.commit()
     click.echo(f"{username} is no longer an admin")
 
@@ -77,7 +77,7 @@ def revoke_admin(username: str) -> None:
 def deactivate(username: str) -> None:
     """Deactivate USERNAME: every device of theirs is signed out (every refresh-token
     family revoked, every browser sign-in ended) and they can no longer sign in."""
-    revoked = domain_users.deactivate_user(db.session, username, by={"via": "cli"})
+    revoked = domain_users.deactivate_user(db.session(), username, by={"via": "cli"})
     db.session.commit()
     click.echo(f"deactivated {username}; revoked {revoked} session(s)")
 
@@ -89,7 +89,7 @@ def deactivate(username: str) -> None:
 def reset_password(username: str, password_stdin: bool) -> None:
     """Set USERNAME's password; every session and signed-in browser of theirs ends."""
     password = _read_password(password_stdin)
-    revoked = domain_users.reset_password(db.session, username, password, by={"via": "cli"})
+    revoked = domain_users.reset_password(db.session(), username, password, by={"via": "cli"})
     db.session.commit()
     click.echo(f"password of {username} reset; revoked {revoked} session(s)")
 

@@ -16,6 +16,7 @@ import binascii
 import datetime as dt
 import re
 from collections.abc import Callable
+from typing import Protocol
 from urllib.parse import unquote_plus
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
@@ -29,8 +30,14 @@ FAILED = "client authentication failed"
 _CLIENT_ID = re.compile(r"[\x20-\x7e]{1,64}")
 
 
+class Fields(Protocol):
+    """Request headers or form fields: a dict, or Werkzeug's Headers or MultiDict."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
 def _fail(description: str = FAILED) -> InvalidClientError:
-    return oauth_error(ClientAuthenticationFailed, description)  # type: ignore[return-value]
+    return oauth_error(ClientAuthenticationFailed, description)
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -49,7 +56,7 @@ def parse_basic(header: str) -> tuple[str, str]:
 
 
 def authenticate_client(
-    headers: dict[str, str] | object, form: dict[str, str] | object,
+    headers: Fields, form: Fields,
     lookup: Callable[[str], ClientRecord | None], now: dt.datetime | None = None,
     reload: Callable[[str], ClientRecord | None] | None = None,
     implied_client_id: Callable[[], str | None] | None = None,
@@ -67,9 +74,9 @@ def authenticate_client(
     refresh, and some libraries (requests-oauthlib) send a public client's refresh bare;
     such a request is accepted as method ``none`` for a public client only.
     """
-    auth = headers.get("Authorization")  # type: ignore[attr-defined]
-    body_id = form.get("client_id") or None  # type: ignore[attr-defined]
-    body_secret = form.get("client_secret") or None  # type: ignore[attr-defined]
+    auth = headers.get("Authorization")
+    body_id = form.get("client_id") or None
+    body_secret = form.get("client_secret") or None
     secret: str | None
     if auth:
         client_id, secret = parse_basic(auth)

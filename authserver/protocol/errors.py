@@ -13,7 +13,7 @@ def safe_description(text: str) -> str:
 
 
 def oauth_error(cls: type[OAuth2Error], description: str, **kwargs: object) -> OAuth2Error:
-    return cls(description=safe_description(description), **kwargs)  # type: ignore[arg-type]
+    return cls(description=safe_description(description), **kwargs)
 
 
 class InvalidDPoPProofError(OAuth2Error):

@@ -129,12 +129,12 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
         # No transaction is open yet (client and DPoP checks read in autocommit mode), and
         # none is while argon2 runs; the writes that follow are one short transaction.
         try:
-            attempt = users.check_sign_in(db.session, username, password)
+            attempt = users.check_sign_in(db.session(), username, password)
         except passwords.Busy:
             raise self.Busy(description="too many sign-ins at once; try again shortly"
                             ) from None
         if attempt.user is None:
-            audit.record(db.session, audit.SIGN_IN_FAILED, user_id=attempt.account_id,
+            audit.record(db.session(), audit.SIGN_IN_FAILED, user_id=attempt.account_id,
                          client_id=client.client_id, grant_type=self.GRANT_TYPE,
                          cause=attempt.failure, device=self.context.describe())
             db.session.commit()
@@ -143,11 +143,11 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
 
     def create_token_response(self) -> Response:
         client: ClientRecord = self.request.client
-        audit.record(db.session, audit.SIGN_IN_SUCCEEDED, user_id=self.request.user.id,
+        audit.record(db.session(), audit.SIGN_IN_SUCCEEDED, user_id=self.request.user.id,
                      client_id=client.client_id, grant_type=self.GRANT_TYPE,
                      device=self.context.describe())
         body = refresh_families.start_family(
-            db.session,
+            db.session(),
             client=client,
             user=self.request.user,
             scope=self.granted_scope,
@@ -224,7 +224,7 @@ def rotate(client: ClientRecord, presented: str, requested_scope: str | None,
     """
     try:
         return refresh_families.rotate(
-            db.session,
+            db.session(),
             presented=presented,
             client=client,
             requested_scope=requested_scope,
@@ -260,7 +260,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         form = self.request.form
         try:
             body = codes.redeem(
-                db.session,
+                db.session(),
                 code=self.code,
                 client=self.request.client,
                 redirect_uri=form.get("redirect_uri"),

@@ -81,12 +81,12 @@ def _error(status: int, error: str, description: str, scheme: str = "Bearer",
         return json_response({"error": "invalid_token", "error_description": description},
                              status, headers)
     if challenge or status in (401, 403):
-        challenge = f'{scheme} realm="registration", error="{error}"'
+        header = f'{scheme} realm="registration", error="{error}"'
         if error == "insufficient_scope":
-            challenge += f', scope="{ADMIN_SCOPE}"'
+            header += f', scope="{ADMIN_SCOPE}"'
         if scheme == "DPoP":
-            challenge += f', algs="{" ".join(dpop.ALGORITHMS)}"'
-        headers["WWW-Authenticate"] = challenge
+            header += f', algs="{" ".join(dpop.ALGORITHMS)}"'
+        headers["WWW-Authenticate"] = header
     return json_response({"error": error, "error_description": description}, status, headers)
 
 
@@ -152,7 +152,7 @@ def _admin(token: str, scheme: str) -> Caller:
     svc = services()
     try:
         verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
-                                        session=db.session, now=svc.clock())
+                                        session=db.session(), now=svc.clock())
     except access_tokens.InvalidAccessToken as exc:
         raise Denied(401, "invalid_token", str(exc), scheme) from None
     claims = verified.claims
@@ -166,7 +166,7 @@ def _admin(token: str, scheme: str) -> Caller:
         # A token issued for a user's sign-in never administers clients, whatever its scope.
         raise Denied(403, "insufficient_scope", "admin tokens come from an admin client's "
                      "client_credentials grant")
-    owner = domain_clients.find_client(db.session, client_id)
+    owner = domain_clients.find_client(db.session(), client_id)
     if owner is None or not owner.active or ADMIN_SCOPE not in owner.scope:
         raise Denied(401, "invalid_token", "the client of this token is no longer an admin",
                      scheme)
@@ -176,7 +176,7 @@ def _admin(token: str, scheme: str) -> Caller:
 
 def _own_client(token: str, scheme: str, client_id: str | None) -> Caller:
     """RFC 7592 §1: a registration access token, only for the client it was issued to."""
-    record = domain_clients.find_client(db.session, client_id) if client_id else None
+    record = domain_clients.find_client(db.session(), client_id) if client_id else None
     if (scheme != "Bearer" or record is None
             or not creds.matches(token, record.registration_token_digest)):
         raise Denied(401, "invalid_token",
@@ -296,9 +296,9 @@ def register() -> Response:
         problem = None if caller.admin else _privileged_change(spec, None)
         if problem is not None:
             raise problem
-        record, secret = domain_clients.create_client(db.session, spec, actor=caller.actor,
+        record, secret = domain_clients.create_client(db.session(), spec, actor=caller.actor,
                                                       now=services().clock())
-        token = domain_clients.issue_registration_token(db.session, record.client_id)
+        token = domain_clients.issue_registration_token(db.session(), record.client_id)
     except ValidationError as exc:
         db.session.rollback()
         return _validation_error(exc)
@@ -319,7 +319,7 @@ def _lookup(client_id: str, admin_only: bool = False) -> tuple[ClientRecord, Cal
         return _denied(exc)
     if admin_only and not caller.admin:
         return _error(403, "insufficient_scope", f"this needs a token with {ADMIN_SCOPE}")
-    record = domain_clients.find_client(db.session, client_id)
+    record = domain_clients.find_client(db.session(), client_id)
     if record is None:
         return _not_found()
     return record, caller
@@ -367,7 +367,7 @@ def update(client_id: str) -> Response:
         if problem is not None:
             raise problem
         changes = {name: getattr(spec, name) for name in rules.SPEC_FIELDS if name != "public"}
-        record = domain_clients.update_client(db.session, client_id, actor=caller.actor,
+        record = domain_clients.update_client(db.session(), client_id, actor=caller.actor,
                                               **changes)
     except ValidationError as exc:
         db.session.rollback()
@@ -384,7 +384,7 @@ def remove(client_id: str) -> Response:
         return found
     record, caller = found
     try:
-        domain_clients.delete_client(db.session, record.client_id, actor=caller.actor)
+        domain_clients.delete_client(db.session(), record.client_id, actor=caller.actor)
     except NotFound:
         db.session.rollback()
         return _not_found()
@@ -407,7 +407,7 @@ def rotate(client_id: str) -> Response:
             raise ValidationError("the request body must be a JSON object", "body")
         overlap = body.get("overlap_seconds", svc.settings.client_secret_overlap)
         now = svc.clock()
-        secret = domain_clients.rotate_secret(db.session, record.client_id, overlap,
+        secret = domain_clients.rotate_secret(db.session(), record.client_id, overlap,
                                               actor=caller.actor, now=now)
     except ValidationError as exc:
         db.session.rollback()
@@ -425,7 +425,7 @@ def _set_active(client_id: str, active: bool) -> Response:
     if isinstance(found, Response):
         return found
     record, caller = found
-    revoked = domain_clients.set_active(db.session, record.client_id, active, actor=caller.actor)
+    revoked = domain_clients.set_active(db.session(), record.client_id, active, actor=caller.actor)
     _changed(client_id)
     return json_response({"client_id": record.client_id, "active": active,
                           "sessions_revoked": revoked}, 200, NO_STORE)

@@ -152,7 +152,7 @@ def revoke() -> Response:
         if owner is None:
             continue  # not a token of this kind: look at the other kind
         if owner == client.client_id and family_id is not None and sessions.revoke_for_client(
-                db.session, family_id, client.client_id, reason="revoked_by_client", now=now,
+                db.session(), family_id, client.client_id, reason="revoked_by_client", now=now,
                 by={**_requester(), "token_type": kind}):
             db.session.commit()
         break
@@ -162,7 +162,7 @@ def revoke() -> Response:
 def _family_of(kind: str, token: str, now: dt.datetime) -> tuple[str | None, str | None]:
     """(family id, owning client id) of a token of ``kind``; (None, None) if it is not one."""
     if kind == REFRESH:
-        info = refresh_families.find_refresh_token(db.session, token, now)
+        info = refresh_families.find_refresh_token(db.session(), token, now)
         return (info.family_id, info.client_id) if info is not None else (None, None)
     claims = _our_access_token(token)
     if claims is None:
@@ -203,7 +203,7 @@ def introspect() -> Response:
 
 def _introspect_refresh(token: str, now: dt.datetime) -> dict[str, Any] | None:
     """RFC 7662 §2.2 for a refresh token; None if it is not one of ours."""
-    info = refresh_families.find_refresh_token(db.session, token, now)
+    info = refresh_families.find_refresh_token(db.session(), token, now)
     if info is None:
         return None
     if not info.active:  # rotated, revoked, expired, or the user was deactivated
@@ -225,7 +225,7 @@ def _introspect_access(token: str, now: dt.datetime) -> dict[str, Any]:
     svc = services()
     try:
         verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
-                                        session=db.session, now=now, leeway=0)
+                                        session=db.session(), now=now, leeway=0)
     except access_tokens.InvalidAccessToken:
         # Not ours, not an access token, expired, its session ended or its user was
         # deactivated: all the same to the caller (§2.2: no more than "active": false).
@@ -233,11 +233,12 @@ def _introspect_access(token: str, now: dt.datetime) -> dict[str, Any]:
     claims = verified.claims
     # A token with a family was checked against it (a disabled client's families are
     # revoked); one without (client credentials) is checked against its client.
-    if "sid" not in claims and not sessions.client_active(db.session,
+    if "sid" not in claims and not sessions.client_active(db.session(),
                                                           str(claims.get("client_id", ""))):
         return INACTIVE
-    answer = {k: claims[k] for k in ("scope", "client_id", "sub", "exp", "iat", "aud", "iss",
-                                     "sid", "cnf", "jti", "auth_time") if k in claims}
+    answer: dict[str, Any] = {
+        k: claims[k] for k in ("scope", "client_id", "sub", "exp", "iat", "aud", "iss", "sid",
+                               "cnf", "jti", "auth_time") if k in claims}
     answer["active"] = True
     answer["token_type"] = "DPoP" if "cnf" in claims else "Bearer"
     return answer

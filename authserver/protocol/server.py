@@ -12,7 +12,7 @@ from ..domain.clients import ClientCache, ClientRecord
 from ..extensions import db
 from ..services import services
 from . import grants
-from .client_auth import authenticate_client
+from .client_auth import Fields, authenticate_client
 
 
 class AuthServer(AuthorizationServer):
@@ -39,12 +39,13 @@ class AuthServer(AuthorizationServer):
         request.auth_method = method
         return client
 
-    def authenticate_token_client(self, headers: Any, form: Any) -> tuple[ClientRecord, str]:
+    def authenticate_token_client(self, headers: Fields, form: Fields
+                                  ) -> tuple[ClientRecord, str]:
         """The client and its method, for every grant but the refresh: it reads the stored
         record, so no process mints a token for a client disabled elsewhere."""
         return authenticate_client(headers, form, self.clients.reload, now=services().clock())
 
-    def authenticate_refresh_client(self, headers: Any, form: Any) -> ClientRecord:
+    def authenticate_refresh_client(self, headers: Fields, form: Fields) -> ClientRecord:
         """The client of a refresh request. Only here does a public client trust the
         per-process cache (``authenticate_client`` uses it for method none only): a
         disabled or deleted client's families are revoked in the same transaction, so a
@@ -54,7 +55,7 @@ class AuthServer(AuthorizationServer):
             headers, form, self.clients.get, now=services().clock(),
             reload=self.clients.reload,
             implied_client_id=lambda: refresh_families.client_of(
-                db.session, form.get("refresh_token")))
+                db.session(), form.get("refresh_token")))
         return client
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:

@@ -61,7 +61,7 @@ def userinfo() -> Response:
     svc = services()
     try:
         verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
-                                        session=db.session, now=svc.clock())
+                                        session=db.session(), now=svc.clock())
     except access_tokens.InvalidAccessToken as exc:
         return _bearer_error(401, "invalid_token", str(exc), scheme)
     bound_to = (verified.claims.get("cnf") or {}).get("jkt")

@@ -62,7 +62,7 @@ def ago(moment: dt.datetime) -> str:
 @_login_required
 def sessions_page() -> str:
     login, user = current_login()  # type: ignore[misc]
-    devices = sessions.list_for_user(db.session, user.id, services().clock(),
+    devices = sessions.list_for_user(db.session(), user.id, services().clock(),
                                      current_login_session=login.id)
     return render_template("sessions.html", user=user, devices=devices,
                            message=DONE_MESSAGES.get(request.args.get("done", "")))
@@ -74,11 +74,11 @@ def sign_out_device(device_id: str) -> BaseResponse | str:
     check_csrf()
     login, user = current_login()  # type: ignore[misc]
     now = services().clock()
-    devices = sessions.list_for_user(db.session, user.id, now, current_login_session=login.id)
+    devices = sessions.list_for_user(db.session(), user.id, now, current_login_session=login.id)
     device = sessions.find_device(devices, device_id[:64])
     if device is None:
         return redirect("/account/sessions?done=gone", code=303)
-    sessions.end_device(db.session, user.id, device, reason="signed_out_by_user", now=now,
+    sessions.end_device(db.session(), user.id, device, reason="signed_out_by_user", now=now,
                         by=_requester("account_page"))
     db.session.commit()
     if device.current:  # this browser signed itself out
@@ -92,7 +92,7 @@ def sign_out_device(device_id: str) -> BaseResponse | str:
 def sign_out_others() -> BaseResponse:
     check_csrf()
     login, user = current_login()  # type: ignore[misc]
-    sessions.sign_out_all(db.session, user.id, reason="signed_out_other_devices",
+    sessions.sign_out_all(db.session(), user.id, reason="signed_out_other_devices",
                           keep_login_session=login.id, now=services().clock(),
                           by=_requester("account_page"))
     db.session.commit()
@@ -104,7 +104,7 @@ def sign_out_others() -> BaseResponse:
 def sign_out_everywhere() -> str:
     check_csrf()
     _, user = current_login()  # type: ignore[misc]
-    sessions.sign_out_all(db.session, user.id, reason="signed_out_everywhere",
+    sessions.sign_out_all(db.session(), user.id, reason="signed_out_everywhere",
                           now=services().clock(), by=_requester("account_page"))
     db.session.commit()
     sign_out()
@@ -123,7 +123,7 @@ def change_password() -> str | tuple[str, int]:
         return render_template("password.html", error="The new passwords do not match.",
                                done=False), 400
     try:
-        users.change_password(db.session, user, request.form.get("current_password", "")[:1024],
+        users.change_password(db.session(), user, request.form.get("current_password", "")[:1024],
                               new, login_session_id=login.id, by=_requester("account_page"))
     except ValidationError as exc:
         db.session.rollback()
@@ -160,7 +160,7 @@ def _api_user() -> tuple[User, str | None] | Response:
     svc = services()
     try:
         verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
-                                        session=db.session, now=svc.clock())
+                                        session=db.session(), now=svc.clock())
     except access_tokens.InvalidAccessToken as exc:
         return _api_error(401, "invalid_token", str(exc), scheme)
     problem = _check_dpop(token, scheme, (verified.claims.get("cnf") or {}).get("jkt"))
@@ -208,7 +208,7 @@ def api_sessions() -> Response:
     if isinstance(found, Response):
         return found
     user, sid = found
-    devices = sessions.list_for_user(db.session, user.id, services().clock(),
+    devices = sessions.list_for_user(db.session(), user.id, services().clock(),
                                      current_family=sid)
     return json_response({"sessions": [d.to_dict() for d in devices]}, 200,
                          {"Cache-Control": "no-store"})
@@ -221,7 +221,7 @@ def api_sign_out(device_id: str) -> Response:
     if isinstance(found, Response):
         return found
     user, _ = found
-    device = sessions.sign_out(db.session, user.id, device_id, reason="signed_out_by_user",
+    device = sessions.sign_out(db.session(), user.id, device_id, reason="signed_out_by_user",
                                now=services().clock(), by=_requester("account_api"))
     if device is None:
         return json_response({"error": "not_found", "error_description": "no such session"},
@@ -244,7 +244,7 @@ def api_sign_out_all() -> Response:
                              400, {"Cache-Control": "no-store"})
     keep_current = keep in ("1", "true")
     count = sessions.sign_out_all(
-        db.session, user.id, keep_family=sid if keep_current else None,
+        db.session(), user.id, keep_family=sid if keep_current else None,
         reason="signed_out_other_devices" if keep_current else "signed_out_everywhere",
         now=services().clock(), by=_requester("account_api"))
     db.session.commit()

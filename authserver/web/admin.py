@@ -197,7 +197,7 @@ def _render_new(values: dict[str, Any], errors: dict[str, str] | None = None,
 
 def _render_client(record: ClientRecord, values: dict[str, Any] | None = None,
                    errors: dict[str, str] | None = None, status: int = 200) -> Response:
-    live = client_sessions.list_for_client(db.session, record.client_id, services().clock())
+    live = client_sessions.list_for_client(db.session(), record.client_id, services().clock())
     return _page(
         "admin/client.html", status, client=record, sessions=live,
         v=values or _values_of(domain_clients.spec_of(record)), errors=errors or {},
@@ -206,7 +206,7 @@ def _render_client(record: ClientRecord, values: dict[str, Any] | None = None,
 
 
 def _client_or_none(client_id: str) -> ClientRecord | None:
-    return domain_clients.find_client(db.session, client_id)
+    return domain_clients.find_client(db.session(), client_id)
 
 
 def _no_such_client() -> Response:
@@ -225,8 +225,8 @@ def admin_home() -> Response:
 @admin_required
 def admin_clients() -> Response:
     return _page("admin/clients.html",
-                 clients=domain_clients.list_clients(db.session),
-                 live=client_sessions.count_live_by_client(db.session, services().clock()),
+                 clients=domain_clients.list_clients(db.session()),
+                 live=client_sessions.count_live_by_client(db.session(), services().clock()),
                  message=DONE_MESSAGES.get(request.args.get("done", "")))
 
 
@@ -240,7 +240,7 @@ def admin_new_client() -> Response:
     values = _values_from_form()
     try:
         spec = _spec_from(values, public=values["client_type"] == "public")
-        record, secret = domain_clients.create_client(db.session, spec, actor=_actor(),
+        record, secret = domain_clients.create_client(db.session(), spec, actor=_actor(),
                                                       now=services().clock())
     except ValidationError as exc:
         db.session.rollback()
@@ -263,7 +263,7 @@ def admin_client(client_id: str) -> Response:
         spec = _spec_from(values, public=record.public)
         changes = {name: getattr(spec, name) for name in domain_clients.SPEC_FIELDS
                    if name != "public"}
-        domain_clients.update_client(db.session, client_id, actor=_actor(), **changes)
+        domain_clients.update_client(db.session(), client_id, actor=_actor(), **changes)
     except ValidationError as exc:
         db.session.rollback()
         return _render_client(record, values, _field_error(exc), 400)
@@ -282,7 +282,7 @@ def admin_rotate_secret(client_id: str) -> Response:
         return redirect(f"/admin/clients/{client_id}?done=resubmitted", code=303)
     overlap = services().settings.client_secret_overlap
     try:
-        secret = domain_clients.rotate_secret(db.session, client_id, overlap, actor=_actor(),
+        secret = domain_clients.rotate_secret(db.session(), client_id, overlap, actor=_actor(),
                                               now=services().clock())
     except ValidationError as exc:
         db.session.rollback()
@@ -298,7 +298,7 @@ def admin_rotate_secret(client_id: str) -> Response:
 def admin_set_active(client_id: str, action: str) -> Response:
     if _client_or_none(client_id) is None:
         return _no_such_client()
-    domain_clients.set_active(db.session, client_id, action == "enable", actor=_actor())
+    domain_clients.set_active(db.session(), client_id, action == "enable", actor=_actor())
     db.session.commit()
     services().clients.forget([client_id])
     return redirect(f"/admin/clients/{client_id}?done={action}d", code=303)
@@ -311,9 +311,9 @@ def admin_delete_client(client_id: str) -> Response:
     if record is None:
         return _no_such_client()
     if request.method == "GET":
-        live = client_sessions.count_live_by_client(db.session, services().clock())
+        live = client_sessions.count_live_by_client(db.session(), services().clock())
         return _page("admin/delete.html", client=record, live=live.get(client_id, 0))
-    domain_clients.delete_client(db.session, client_id, actor=_actor())
+    domain_clients.delete_client(db.session(), client_id, actor=_actor())
     db.session.commit()
     services().clients.forget([client_id])
     return redirect("/admin/clients?done=deleted", code=303)
@@ -322,10 +322,10 @@ def admin_delete_client(client_id: str) -> Response:
 @bp.post("/admin/clients/<client_id>/sessions/<family_id>/revoke")
 @admin_required
 def admin_revoke_session(client_id: str, family_id: str) -> Response:
-    if not client_sessions.belongs_to(db.session, family_id, client_id):
+    if not client_sessions.belongs_to(db.session(), family_id, client_id):
         return _error_page(404, "No such session",
                            "That session does not belong to this client.")
-    refresh_families.revoke_family(db.session, family_id, reason="revoked_by_admin",
+    refresh_families.revoke_family(db.session(), family_id, reason="revoked_by_admin",
                                    now=services().clock())
     db.session.commit()
     return redirect(f"/admin/clients/{client_id}?done=revoked#sessions", code=303)
@@ -336,7 +336,7 @@ def admin_revoke_session(client_id: str, family_id: str) -> Response:
 def admin_revoke_all_sessions(client_id: str) -> Response:
     if _client_or_none(client_id) is None:
         return _no_such_client()
-    domain_clients.revoke_client_families(db.session, client_id, reason="revoked_by_admin")
+    domain_clients.revoke_client_families(db.session(), client_id, reason="revoked_by_admin")
     db.session.commit()
     return redirect(f"/admin/clients/{client_id}?done=revoked-all#sessions", code=303)
 
@@ -353,7 +353,7 @@ def admin_audit() -> Response:
     username = _printable(request.args.get("user", ""))[:150]
     event = _printable(request.args.get("event", ""))[:64]
     before = request.args.get("before", "")
-    page = audit_trail.search(db.session, client_id=client_id or None,
+    page = audit_trail.search(db.session(), client_id=client_id or None,
                               username=username or None, event=event or None,
                               before=int(before) if before.isascii() and before.isdigit()
                               and len(before) <= 9 else None)

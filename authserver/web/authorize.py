@@ -108,7 +108,7 @@ def _needs_consent(req: AuthorizationRequest, user_id: int) -> bool:
         return True
     if req.client.first_party:
         return False
-    return not consents.covers(db.session, user_id, req.client.client_id, req.scope)
+    return not consents.covers(db.session(), user_id, req.client.client_id, req.scope)
 
 
 def _authorize_url(params: dict[str, list[str]], drop: tuple[str, ...] = ()) -> str:
@@ -181,17 +181,17 @@ def _decide(req: AuthorizationRequest, params: dict[str, list[str]]) -> Response
         return _login_redirect(params, req)
     user_id, client_id = login[1].id, req.client.client_id
     if request.form["decision"] != "allow":
-        consents.record_denial(db.session, user_id, client_id, req.scope)
+        consents.record_denial(db.session(), user_id, client_id, req.scope)
         db.session.commit()
         return _deny(req, "access_denied", "the user denied the request")
-    consents.grant(db.session, user_id, client_id, req.scope)
+    consents.grant(db.session(), user_id, client_id, req.scope)
     return _issue_code(req)
 
 
 def _issue_code(req: AuthorizationRequest) -> Response:
     login = current_login()
     assert login is not None
-    code = codes.issue(db.session, req, user_id=login[1].id, login_session_id=login[0].id,
+    code = codes.issue(db.session(), req, user_id=login[1].id, login_session_id=login[0].id,
                        auth_time=login[0].auth_time, clock=services().clock)
     db.session.commit()
     return _redirect_to_client(req.redirect_uri, {"code": code, "state": req.state})

@@ -43,7 +43,7 @@ def home() -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> str | BaseResponse | tuple[str, int]:
+def login() -> str | BaseResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         hint = request.args.get("login_hint", "")[:MAX_HINT]  # OIDC Core §3.1.2.1
@@ -54,7 +54,7 @@ def login() -> str | BaseResponse | tuple[str, int]:
     # Nothing above touched the database: the check holds no transaction while argon2
     # runs, and what follows is one short write transaction (users.check_sign_in).
     try:
-        attempt = (users.check_sign_in(db.session, username, password) if username and password
+        attempt = (users.check_sign_in(db.session(), username, password) if username and password
                    else users.SignInAttempt(None, None, "missing_credentials"))
     except passwords.Busy:
         return render_template("login.html", next=next_url, username=username,
@@ -62,13 +62,13 @@ def login() -> str | BaseResponse | tuple[str, int]:
             503, {"Retry-After": "1"}
     user = attempt.user
     if user is None:
-        audit.record(db.session, audit.SIGN_IN_FAILED, user_id=attempt.account_id,
+        audit.record(db.session(), audit.SIGN_IN_FAILED, user_id=attempt.account_id,
                      cause=attempt.failure, ip=request.remote_addr,
                      user_agent=request.user_agent.string[:200], via="login_page")
         db.session.commit()
         return render_template("login.html", next=next_url, username=username,
                                error="That username and password don't match."), 401
-    row = login_sessions.start(db.session, user, user_agent=request.user_agent.string,
+    row = login_sessions.start(db.session(), user, user_agent=request.user_agent.string,
                                ip=request.remote_addr, now=services().clock())
     # Before the commit: sign_in reads the browser's previous sign-in, which after it
     # would begin another transaction (on SQLite: take the write lock again) to the end
@@ -156,10 +156,10 @@ def logout() -> str | BaseResponse | tuple[str, int]:
 
     now = services().clock()
     if login is not None:
-        sessions.end_browser_sign_in(db.session, login[1].id, login[0].id, reason="logout",
+        sessions.end_browser_sign_in(db.session(), login[1].id, login[0].id, reason="logout",
                                      now=now)
     if claims is not None and isinstance(claims.get("sid"), str):
-        refresh_families.revoke_family(db.session, claims["sid"][:43], reason="logout",
+        refresh_families.revoke_family(db.session(), claims["sid"][:43], reason="logout",
                                        now=now)
     db.session.commit()
     sign_out()

@@ -66,7 +66,7 @@ def check_csrf() -> None:
 def current_login() -> tuple[LoginSession, User] | None:
     """The signed-in browser session and user, or None (cached per request)."""
     if "login" not in g:
-        g.login = login_sessions.current(db.session, session.get(SESSION_KEY))
+        g.login = login_sessions.current(db.session(), session.get(SESSION_KEY))
     return g.login
 
 
