@@ -43,10 +43,12 @@ browser:
 
 test: test-deps
 	$(BIN)/ruff check authserver tests migrations $(wildcard benchmarks)
+	$(BIN)/mypy -p authserver
 	$(BIN)/python -m pytest -n auto --dist loadgroup $(PYTEST_ARGS)
 
 lint: .make-test-deps
 	$(BIN)/ruff check authserver tests migrations $(wildcard benchmarks)
+	$(BIN)/mypy -p authserver
 
 # The benchmark drives every server with wrk (Debian's package) and runs node-oidc-provider
 # beside ours (npm installs it into ~/.cache/authserver-bench on first use).
