@@ -23,8 +23,7 @@ from authserver.crypto.keystore import KeyStore
 from authserver.domain import passwords
 from authserver.extensions import db
 from authserver.storage.base import Base
-
-from .helpers import OAuthActions
+from tests.support.oauth import OAuthActions
 
 POSTGRES_URL = os.environ.get(
     "AUTHSERVER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -96,8 +95,8 @@ def live_server_with_alice(request: pytest.FixtureRequest,
                            ) -> Iterator[object]:
     """A real ``authserver serve`` on the fixture's backend with the user ``alice``, for a
     module-scoped fixture parametrised with ``"sqlite"`` / ``"postgresql"``."""
-    from . import live_server
-    from .helpers import PASSWORD
+    from tests.support import live_server
+    from tests.support.oauth import PASSWORD
 
     workdir = tmp_path_factory.mktemp(purpose)
     srv = live_server.start(workdir, backend_database(request, workdir, purpose))
@@ -235,9 +234,9 @@ def clock(app: Flask) -> FakeClock:
 
 @pytest.fixture
 def browser():
-    """A real headless Chromium (tests/browser.py). Fails, never skips, where it is missing:
+    """A real headless Chromium (tests/support/browser.py). Fails, never skips, where it is missing:
     CI must run the browser tests."""
-    from . import browser as chromium
+    from tests.support import browser as chromium
 
     reason = chromium.missing()
     if reason:
