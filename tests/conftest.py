@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from authserver.app import create_app
-from authserver.crypto.keystore import KeyStore
+from authserver.crypto.key_admin import KeyAdmin
 from authserver.domain import passwords
 from authserver.extensions import db
 from authserver.storage.base import Base
@@ -155,7 +155,7 @@ def cheap_argon2() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("keys")
-    KeyStore(path).ensure()
+    KeyAdmin(path).ensure()
     return path
 
 

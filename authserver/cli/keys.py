@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 from flask.cli import with_appcontext
 
 from ..crypto import jose
-from ..crypto.keystore import KeyStore, SigningKey
+from ..crypto.key_admin import KeyAdmin
+from ..crypto.keystore import SigningKey
 from ..services import services
 from . import cli
 
 ALG_CHOICE = click.Choice(jose.SUPPORTED_ALGORITHMS)
 
 
-def _store() -> KeyStore:
-    return services().keys
+def _store() -> KeyAdmin:
+    return KeyAdmin.of(services().keys)
 
 
 def _default_alg(alg: str | None) -> str:
@@ -78,15 +80,21 @@ def rotate(alg: str | None, force: bool) -> None:
                f"than the JWKS cache lifetime {services().settings.jwks_max_age} s)")
 
 
-# A kid is base64url: one in 64 starts with "-", which must not be read as an option.
-KID_ARGUMENT = {"context_settings": {"ignore_unknown_options": True}}
+def _kid_command(name: str, force_help: str) -> Callable[[Callable[..., None]], click.Command]:
+    """``keys NAME KID [--force]``, run in the app context."""
+
+    def decorate(function: Callable[..., None]) -> click.Command:
+        function = click.option("--force", is_flag=True, help=force_help)(
+            with_appcontext(function))
+        # A kid is base64url: one in 64 starts with "-", which must not be read as an option.
+        return keys_group.command(name, context_settings={"ignore_unknown_options": True})(
+            click.argument("kid")(function))
+
+    return decorate
 
 
-@keys_group.command("activate", **KID_ARGUMENT)
-@click.argument("kid")
-@click.option("--force", is_flag=True,
-              help="Activate even if resource servers may not have fetched the key yet.")
-@with_appcontext
+@_kid_command("activate",
+              "Activate even if resource servers may not have fetched the key yet.")
 def activate(kid: str, force: bool) -> None:
     """Make KID the signing key now (KID may be a unique prefix of 8+ characters)."""
     store = _store()
@@ -146,11 +154,8 @@ def prune(dry_run: bool) -> None:
         click.echo("nothing to prune")
 
 
-@keys_group.command("remove", **KID_ARGUMENT)
-@click.argument("kid")
-@click.option("--force", is_flag=True,
-              help="Remove a retired key whose tokens may still be valid (a compromised key).")
-@with_appcontext
+@_kid_command("remove",
+              "Remove a retired key whose tokens may still be valid (a compromised key).")
 def remove(kid: str, force: bool) -> None:
     """Remove one next or retired key now (never the active key)."""
     key = _store().remove(kid, force=force)

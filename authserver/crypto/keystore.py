@@ -8,22 +8,23 @@ sharing the directory agree on the signing key at the same instant without a res
 Reading is cheap: a process re-scans the directory at most once per ``check_interval``
 (a listing and a ``stat`` per file), re-reads only when a file changed, and parses a
 private PEM only when that file is new; the token endpoint never parses PEM on its hot
-path. Promotion needs no re-read at all: it is a comparison with the clock. Writers
-(the ``authserver keys`` commands) take an exclusive ``flock`` on ``keys/.lock`` and
-replace files atomically, so readers never see half a file.
+path. Promotion needs no re-read at all: it is a comparison with the clock.
+
+This module is all a serving process needs (docs/design.md, "Keys"): it never writes.
+The ``authserver keys`` commands write through :mod:`.key_admin`, which takes an exclusive
+``flock`` on ``keys/.lock`` and replaces files atomically, so readers never see half a file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,6 @@ from .lifecycle import (
     KeyRecord,
     KeyStatus,
     Resolution,
-    activation_time,
     resolve,
 )
 
@@ -50,7 +50,6 @@ __all__ = ["ACTIVE", "NEXT", "RETIRED", "KeyPolicy", "KeyStore", "KeyStoreError"
 
 log = logging.getLogger(__name__)
 PUBLISHED_STATES = (NEXT, ACTIVE, RETIRED)
-LOCK_FILE = ".lock"
 Clock = Callable[[], dt.datetime]
 
 
@@ -102,18 +101,6 @@ def _utcnow() -> dt.datetime:
 def _parse_time(value: Any) -> dt.datetime:
     parsed = dt.datetime.fromisoformat(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _read_record(meta_path: Path) -> KeyRecord:
@@ -307,189 +294,13 @@ class KeyStore:
         """The public JWK Set: next, active and retired keys, never private members."""
         return {"keys": [k.public_jwk() for k in self.published()]}
 
-    def find(self, kid: str) -> SigningKey:
-        """A key by its kid or an unambiguous prefix of at least 8 characters."""
-        keys = self.keys()
-        exact = [k for k in keys if k.kid == kid]
-        matches = exact or ([k for k in keys if k.kid.startswith(kid)] if len(kid) >= 8 else [])
-        if len(matches) != 1:
-            problem = "matches several keys" if matches else "is not a key"
-            raise KeyStoreError(
-                f"{kid!r} {problem} in {self.directory}; see 'authserver keys list'")
-        return matches[0]
+    def published_key(self, kid: object) -> SigningKey | None:
+        """The published key whose kid is exactly ``kid`` (a JWS header's, unverified).
 
-    # -- writing (the ``authserver keys`` commands) -----------------------------------
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Exclusive across processes (flock) and threads; re-read from disk inside."""
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise KeyStoreError(f"key directory {self.directory} is not writable "
-                                f"({exc.strerror})") from exc
-        try:
-            with self._lock:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    self._refresh(force=True)
-                    yield
-                finally:
-                    self._checked_at = 0.0  # our own writes: re-scan on the next look
-                    self._view_stale = True
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    def _write_record(self, record: KeyRecord) -> None:
-        data = json.dumps(record.to_json(), indent=2).encode() + b"\n"
-        _write_atomic(self.directory / f"{record.kid}.json", data, 0o644)
-
-    def _sync_locked(self, now: dt.datetime) -> list[KeyStatus]:
-        loaded = self._loaded or {}
-        result = resolve((item.record for item in loaded.values()), now, self.policy)
-        changed = []
-        for status in result.statuses:
-            if status.stored != status.record:
-                self._write_record(status.stored)
-                changed.append(status)
-        return changed
-
-    def sync(self) -> list[KeyStatus]:
-        """Write the computed states to the metadata files; returns the keys rewritten.
-
-        Idempotent and deterministic (the times written are those computed, not "now"),
-        so processes racing here write the same bytes.
+        What every check of a token we signed starts with; the caller still compares the
+        header's ``alg`` with the key's.
         """
-        with self._writing():
-            return self._sync_locked(self.clock())
-
-    def create(self, alg: str = "RS256", state: str = NEXT) -> SigningKey:
-        """Generate a key and write it (private PEM 0600 first, then its metadata)."""
-        with self._writing():
-            return self._create_locked(alg, state, self.clock())
-
-    def _create_locked(self, alg: str, state: str, now: dt.datetime) -> SigningKey:
-        if alg not in jose.SUPPORTED_ALGORITHMS:
-            raise KeyStoreError(
-                f"unsupported algorithm {alg!r}; use one of {', '.join(jose.SUPPORTED_ALGORITHMS)}"
-            )
-        private = jose.generate_private_key(alg)
-        kid = jose.thumbprint(private)
-        exact = now.replace(microsecond=0)
-        activates = activation_time(now, self.policy) if state == NEXT else None
-        pem = jose.private_pem(private, self.passphrase)
-        _write_atomic(self.directory / f"{kid}.pem", pem, 0o600)
-        self._write_record(KeyRecord(kid, alg, state, exact, exact, activates))
-        return SigningKey(kid, alg, state, exact, exact, private, activates, None,
-                          jose.is_encrypted_pem(pem), jose.public_jwk(private, kid, alg))
-
-    def ensure(self, alg: str = "RS256") -> tuple[SigningKey, bool]:
-        """Return the active key, creating one if there is none (True when created)."""
-        try:
-            return self.active(), False
-        except NoActiveKey:
-            pass
-        with self._writing():
-            now = self.clock()
-            current = resolve((i.record for i in (self._loaded or {}).values()), now,
-                              self.policy).active
-            if current is not None:  # another process created it meanwhile
-                self._view_stale = True
-                return self._signing_key(current, (self._loaded or {})[current.kid]), False
-            return self._create_locked(alg, ACTIVE, now), True
-
-    def rotate(self, alg: str = "RS256", force: bool = False) -> tuple[SigningKey, bool]:
-        """Create the next key (or, with no active key, an active one: True).
-
-        Refuses while another next key is waiting, unless ``force``.
-        """
-        with self._writing():
-            now = self.clock()
-            self._sync_locked(now)
-            result = resolve((i.record for i in (self._loaded or {}).values()), now,
-                             self.policy)
-            if result.active is None:
-                return self._create_locked(alg, ACTIVE, now), True
-            waiting = [s for s in result.statuses if s.state == NEXT]
-            if waiting and not force:
-                first = waiting[-1]
-                raise KeyStoreError(
-                    f"next key {first.kid} is already waiting to become active at "
-                    f"{first.activates_at:%Y-%m-%d %H:%M:%S}Z; pass --force to add another")
-            return self._create_locked(alg, NEXT, now), False
-
-    def activate(self, kid: str, force: bool = False) -> tuple[SigningKey, SigningKey | None]:
-        """Make ``kid`` the signing key now; the one it replaces is retired now.
-
-        Refuses a key published for less than the pre-publication period (resource servers
-        may still hold a JWKS without it) unless ``force``.
-        """
-        with self._writing():
-            now = self.clock()
-            self._sync_locked(now)
-            self._refresh(force=True)
-            target = self.find(kid)
-            if target.state == ACTIVE:
-                return target, None
-            published_for = (now - target.created_at).total_seconds()
-            if published_for < self.policy.prepublish and not force:
-                ready = activation_time(target.created_at, self.policy)
-                raise KeyStoreError(
-                    f"key {target.kid} has been published for only {int(published_for)} s; "
-                    f"resource servers may cache the JWKS for {self.policy.prepublish} s "
-                    f"and would reject its tokens. Wait until {ready:%Y-%m-%d %H:%M:%S}Z "
-                    "(a next key becomes active by itself then) or pass --force")
-            previous = next((k for k in self.keys() if k.state == ACTIVE), None)
-            stamp = now.replace(microsecond=0)
-            if previous is not None and previous.state_changed_at >= stamp:
-                stamp = previous.state_changed_at + dt.timedelta(seconds=1)
-            # Activate first, then retire: a reader in between sees two active keys and
-            # picks the later activation (this one), never none.
-            self._write_record(KeyRecord(target.kid, target.alg, ACTIVE, target.created_at,
-                                         stamp))
-            if previous is not None:
-                self._write_record(KeyRecord(previous.kid, previous.alg, RETIRED,
-                                             previous.created_at, stamp))
-            self._refresh(force=True)
-            self._view_stale = True
-            return self.find(target.kid), previous
-
-    def prune(self, dry_run: bool = False) -> list[SigningKey]:
-        """Remove retired keys whose every token has expired; returns them."""
-        with self._writing():
-            now = self.clock()
-            self._sync_locked(now)
-            self._refresh(force=True)
-            self._view_stale = True
-            removable = [k for k in self.keys() if k.state == RETIRED
-                         and k.removable_at is not None and k.removable_at <= now]
-            if not dry_run:
-                for key in removable:
-                    self._delete(key.kid)
-            return removable
-
-    def remove(self, kid: str, force: bool = False) -> SigningKey:
-        """Remove one key now (a compromised key); never the active one."""
-        with self._writing():
-            now = self.clock()
-            self._sync_locked(now)
-            self._refresh(force=True)
-            self._view_stale = True
-            key = self.find(kid)
-            if key.state == ACTIVE:
-                raise KeyStoreError(f"key {key.kid} is the active key; activate another first")
-            if key.state == RETIRED and key.removable_at is not None and \
-                    key.removable_at > now and not force:
-                raise KeyStoreError(
-                    f"tokens signed by {key.kid} may be valid until "
-                    f"{key.removable_at:%Y-%m-%d %H:%M:%S}Z; removing it now makes resource "
-                    "servers reject them. Pass --force to remove it anyway")
-            self._delete(key.kid)
-            return key
-
-    def _delete(self, kid: str) -> None:
-        # Metadata first: a reader never finds metadata without its private key.
-        for suffix in (".json", ".pem"):
-            with contextlib.suppress(FileNotFoundError):
-                (self.directory / f"{kid}{suffix}").unlink()
+        for key in self.keys():
+            if key.kid == kid and key.state in PUBLISHED_STATES:
+                return key
+        return None

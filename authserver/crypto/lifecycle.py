@@ -9,7 +9,7 @@ holds it (creation + the cache lifetime + a margin). Every server process that r
 same ``keys/`` metadata and looks at the clock therefore agrees, at the same instant and
 without writing anything or restarting, which key signs: the one activated last. The key
 it replaces is retired at that very instant. Writing the resolved states back to disk
-(``KeyStore.sync``) only makes the files say what every process already computes, so two
+(``KeyAdmin.sync``) only makes the files say what every process already computes, so two
 processes racing to do it write identical bytes.
 """
 

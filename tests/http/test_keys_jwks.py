@@ -10,6 +10,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from authserver.crypto.key_admin import KeyAdmin
 from authserver.crypto.keystore import KeyStore
 from authserver.crypto.lifecycle import KeyPolicy, KeyRecord
 from authserver.protocol.tokens import AccessTokenIssuer
@@ -43,7 +44,7 @@ def own_key_store(app, own_keys: Path) -> KeyStore:
 
 
 def make_key(path: Path, alg: str, state: str) -> str:
-    key = KeyStore(path).create(alg, state)
+    key = KeyAdmin(path).create(alg, state)
     if state == "retired":  # as if it signed until a minute ago
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         record = KeyRecord(key.kid, alg, "retired", now - dt.timedelta(days=1),
@@ -97,7 +98,7 @@ def test_the_etag_changes_when_a_key_is_added_and_not_when_one_is_promoted(
         client, app, own_keys, three_keys):
     keys: KeyStore = app.extensions["authserver"].keys
     first = client.get("/.well-known/jwks.json").headers["ETag"]
-    rotated, _ = keys.rotate("RS256", force=True)
+    rotated, _ = KeyAdmin.of(keys).rotate("RS256", force=True)
     keys.check_interval = 0
     second = client.get("/.well-known/jwks.json")
     assert second.headers["ETag"] != first and len(second.get_json()["keys"]) == 4
@@ -159,7 +160,7 @@ def test_rotation_inside_one_process_never_fails_a_token(oauth, client, app, own
 
     tokens = [issue()]
     verifier.verify(tokens[0])
-    new, _ = keys.rotate("ES256")
+    new, _ = KeyAdmin.of(keys).rotate("ES256")
     for _ in range(int(keys.policy.prepublish / 30) + 2):  # the JWKS is refetched on expiry
         advance(30)
         tokens.append(issue())

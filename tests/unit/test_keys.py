@@ -1,6 +1,6 @@
 """Signing-key lifecycle: next -> active -> retired -> removed, shared by processes.
 
-The store is driven with a settable clock; "processes" are separate KeyStore objects on
+The store is driven with a settable clock; "processes" are separate KeyAdmin objects on
 the same directory (each with its own cache), plus real ``authserver keys`` commands.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from authserver.crypto.key_admin import KeyAdmin
 from authserver.crypto.keystore import KeyStore, KeyStoreError, NoActiveKey
 from authserver.crypto.lifecycle import (
     MAX_TOKEN_LIFETIME,
@@ -47,8 +48,8 @@ def keys_path(tmp_path: Path) -> Path:
     return tmp_path / "keys"
 
 
-def store(path: Path, clock: Clock, check_interval: float = 0.0, **kwargs) -> KeyStore:
-    return KeyStore(path, check_interval=check_interval, policy=POLICY, clock=clock, **kwargs)
+def store(path: Path, clock: Clock, check_interval: float = 0.0, **kwargs) -> KeyAdmin:
+    return KeyAdmin(path, check_interval=check_interval, policy=POLICY, clock=clock, **kwargs)
 
 
 def listing(ks: KeyStore) -> list:
@@ -125,7 +126,7 @@ def test_materialising_the_states_is_deterministic_and_idempotent(keys_path, clo
     barrier = threading.Barrier(2)
     results = []
 
-    def sync(s: KeyStore) -> None:
+    def sync(s: KeyAdmin) -> None:
         barrier.wait()
         results.append(s.sync())
 
@@ -152,7 +153,7 @@ def test_concurrent_rotations_create_one_next_key(keys_path, clock):
     barrier = threading.Barrier(len(stores))
     outcomes: list[str] = []
 
-    def rotate(s: KeyStore) -> None:
+    def rotate(s: KeyAdmin) -> None:
         barrier.wait()
         try:
             s.rotate()
@@ -406,3 +407,31 @@ def test_a_key_pem_that_does_not_match_its_kid_is_refused(keys_path, clock):
     (keys_path / f"{b.kid}.json").unlink()
     with pytest.raises(KeyStoreError, match="does not match its metadata"):
         store(keys_path, clock).active()
+
+
+# -- the read side ----------------------------------------------------------------------
+
+def test_a_published_key_is_found_by_its_exact_kid_only(keys_path, clock):
+    admin = store(keys_path, clock)
+    old, _ = admin.ensure()
+    new, _ = admin.rotate()
+    reader = KeyStore(keys_path, check_interval=0.0, policy=POLICY, clock=clock)
+    assert reader.published_key(old.kid) == reader.active()
+    assert reader.published_key(new.kid).state == "next"
+    for kid in (new.kid[:10], None, 7, ["x"], ""):
+        assert reader.published_key(kid) is None
+
+
+def test_the_read_side_never_imports_the_administration():
+    """A serving process reads keys/ and never writes it (docs/design.md, "Keys")."""
+    import ast
+
+    import authserver.crypto.keystore as keystore
+
+    tree = ast.parse(Path(keystore.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    assert not {name for name in imported if name.endswith("key_admin")}
+    assert "fcntl" not in imported
