@@ -36,7 +36,7 @@ class VerifiedAccessToken:
 def verify(token: str, *, keys: KeyStore, issuer: str, session: Session,
            now: dt.datetime, leeway: int = LEEWAY) -> VerifiedAccessToken:
     header = _header(token)
-    key = next((k for k in keys.published() if k.kid == header.get("kid")), None)
+    key = keys.published_key(header.get("kid"))
     if key is None or header.get("alg") != key.alg:
         raise InvalidAccessToken("the token is not signed by this server")
     if header.get("typ") != ACCESS_TOKEN_TYP:
