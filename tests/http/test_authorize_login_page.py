@@ -74,9 +74,9 @@ def test_session_cookie_flags_and_a_new_session_at_sign_in(oauth, person):
 
 def test_production_cookies_are_secure(database_url, keys_dir):
     from authserver.app import create_app
-    from tests.conftest import _overrides
+    from tests.support.databases import app_settings
 
-    app = create_app(_overrides(database_url, keys_dir, env="production",
+    app = create_app(app_settings(database_url, keys_dir, env="production",
                                 issuer="https://auth.example.com"))
     try:
         response = app.test_client().get("/login", base_url="https://auth.example.com")

@@ -13,7 +13,7 @@ from flask import Flask
 from authserver.app import create_app
 from authserver.domain import clients
 from authserver.extensions import db
-from tests.conftest import _overrides
+from tests.support.databases import app_settings
 from tests.support.oauth import OAuthActions, assert_oauth_error, basic
 
 
@@ -24,7 +24,7 @@ def settings_overrides() -> dict[str, object]:
 
 @pytest.fixture
 def other_process(app: Flask, database_url, keys_dir):
-    other = create_app(_overrides(database_url, keys_dir, client_cache_seconds=60))
+    other = create_app(app_settings(database_url, keys_dir, client_cache_seconds=60))
     other.config["TESTING"] = True
     yield other
     with other.app_context():

@@ -20,9 +20,9 @@ def test_downgrade_and_upgrade_again(tmp_path, keys_dir):
     import flask_migrate
 
     from authserver.app import create_app
-    from tests.conftest import _overrides
+    from tests.support.databases import app_settings
 
-    app = create_app(_overrides(f"sqlite:///{tmp_path / 'm.sqlite3'}", keys_dir))
+    app = create_app(app_settings(f"sqlite:///{tmp_path / 'm.sqlite3'}", keys_dir))
     with app.app_context():
         flask_migrate.upgrade(revision="heads")
         flask_migrate.downgrade(revision="base")

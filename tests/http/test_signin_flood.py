@@ -32,7 +32,7 @@ from authserver.domain import passwords
 from authserver.extensions import db
 from authserver.storage import engine as storage_engine
 from authserver.storage.models import AuditEvent, User
-from tests.conftest import live_server_with_alice
+from tests.support import live_server
 from tests.support.oauth import PASSWORD, BrowserActions
 
 # -- in process: where argon2 runs, and what a busy process answers ----------------------
@@ -205,7 +205,7 @@ print(json.dumps(counts))
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory):
-    yield from live_server_with_alice(request, tmp_path_factory, "flood")
+    yield from live_server.alice_on_backend(request, tmp_path_factory, "flood")
 
 
 class Refresher:

@@ -19,8 +19,8 @@ from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 from requests_oauthlib import OAuth2Session as RequestsOAuth2Session
 
-from tests.conftest import backend_database
 from tests.support import live_server
+from tests.support.databases import backend_database
 from tests.support.oauth import PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("authorize")]

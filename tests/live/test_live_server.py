@@ -16,7 +16,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from oauthlib.oauth2 import BackendApplicationClient, LegacyApplicationClient
 from requests_oauthlib import OAuth2Session as RequestsOAuth2Session
 
-from tests.conftest import live_server_with_alice
+from tests.support import live_server
 from tests.support.oauth import PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory):
-    yield from live_server_with_alice(request, tmp_path_factory, "live")
+    yield from live_server.alice_on_backend(request, tmp_path_factory, "live")
 
 
 @pytest.fixture(scope="module")

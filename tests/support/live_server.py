@@ -10,10 +10,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
+
+from tests.support.databases import backend_database
+from tests.support.oauth import PASSWORD
 
 AUTHSERVER = str(Path(sys.executable).with_name("authserver"))
 
@@ -108,3 +114,26 @@ def start(workdir: Path, database_url: str, workers: int = 2, *,
             time.sleep(0.1)
     server.stop()
     raise RuntimeError("server did not start: " + log_path.read_text())
+
+
+@contextlib.contextmanager
+def running(workdir: Path, database_url: str | None = None, *,
+            users: Sequence[Sequence[str]] = (), **options: Any) -> Iterator[LiveServer]:
+    """``start`` a server (on a SQLite file in ``workdir`` unless ``database_url``), create
+    ``users`` (each: its ``users create`` arguments; the tests' password) and stop it at the end."""
+    srv = start(workdir, database_url or f"sqlite:///{workdir / 'authserver.sqlite3'}", **options)
+    try:
+        for user in users:
+            srv.cli("users", "create", *user, "--password-stdin", input=PASSWORD + "\n")
+        yield srv
+    finally:
+        srv.stop()
+
+
+def alice_on_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                     purpose: str) -> Iterator[LiveServer]:
+    """A real ``authserver serve`` on the fixture's backend with the user ``alice``, for a
+    module-scoped fixture parametrised with ``"sqlite"`` / ``"postgresql"``."""
+    workdir = tmp_path_factory.mktemp(purpose)
+    with running(workdir, backend_database(request, workdir, purpose), users=[("alice",)]) as srv:
+        yield srv
