@@ -1,5 +1,5 @@
 """What a client registration may say: the one set of rules the CLI, the registration API
-and the admin pages share.
+and the admin pages share, and the one table of its fields' names (:data:`CLIENT_FIELDS`).
 
 Each rule cites where it comes from; each failure is a :class:`ValidationError` naming the
 field (RFC 7591 §3.2.2: the API turns it into ``invalid_redirect_uri`` or
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from . import scopes
-from .binding import BindingPolicy
+from .binding import IP_POLICIES, MISMATCH_ACTIONS, BindingPolicy
 from .errors import ValidationError
 
 SUPPORTED_GRANT_TYPES = ("authorization_code", "password", "client_credentials", "refresh_token")
@@ -42,15 +42,59 @@ MAX_URIS = 100
 MAX_URI_LENGTH = 2000
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
-BOOL_FIELDS = ("public", "first_party", "bind_device_id", "bind_user_agent",
-               "require_device_id", "require_dpop", "allow_introspection")
-LIST_FIELDS = ("grant_types", "redirect_uris", "post_logout_redirect_uris")
-TTL_FIELDS = {
-    "access_token_ttl": ACCESS_TTL_BOUNDS,
-    "refresh_idle_ttl": REFRESH_IDLE_TTL_BOUNDS,
-    "refresh_absolute_ttl": REFRESH_ABSOLUTE_TTL_BOUNDS,
-    "reuse_grace": REUSE_GRACE_BOUNDS,
-}
+BOOL, LIST, TTL, CHOICE, TEXT = "bool", "list", "ttl", "choice", "text"
+
+
+@dataclass(frozen=True)
+class ClientField:
+    """One registration field, as each of its three editors names it."""
+
+    name: str  # the ClientSpec attribute, and what a ValidationError names
+    kind: str  # BOOL, LIST, TTL, CHOICE or TEXT
+    api: str  # the registration API's JSON member (RFC 7591 §2; our policy fields: ``name``)
+    option: str  # the CLI option an error message names
+    label: str  # what the admin form shows (its errors name the field so)
+    bounds: tuple[int, int] | None = None  # TTL: the seconds allowed
+    choices: tuple[str, ...] = ()  # CHOICE, and a LIST of fixed values
+
+
+# In ClientSpec's order. ``public`` is given as token_endpoint_auth_method to the API
+# (RFC 7591 §2) and as "Type" (client_type) on the admin form.
+CLIENT_FIELDS = (
+    ClientField("name", TEXT, "client_name", "--name", "Name"),
+    ClientField("public", BOOL, "token_endpoint_auth_method", "--public", "Type"),
+    ClientField("first_party", BOOL, "first_party", "--first-party", "First-party"),
+    ClientField("grant_types", LIST, "grant_types", "--grant-type", "Grant types",
+                choices=SUPPORTED_GRANT_TYPES),
+    ClientField("redirect_uris", LIST, "redirect_uris", "--redirect-uri", "Redirect URIs"),
+    ClientField("post_logout_redirect_uris", LIST, "post_logout_redirect_uris",
+                "--post-logout-redirect-uri", "Post-logout redirect URIs"),
+    ClientField("scope", TEXT, "scope", "--scope", "Allowed scopes"),
+    ClientField("access_token_ttl", TTL, "access_token_ttl", "--access-ttl",
+                "Access-token lifetime", bounds=ACCESS_TTL_BOUNDS),
+    ClientField("refresh_idle_ttl", TTL, "refresh_idle_ttl", "--refresh-idle-ttl",
+                "Refresh idle lifetime", bounds=REFRESH_IDLE_TTL_BOUNDS),
+    ClientField("refresh_absolute_ttl", TTL, "refresh_absolute_ttl", "--refresh-absolute-ttl",
+                "Session lifetime", bounds=REFRESH_ABSOLUTE_TTL_BOUNDS),
+    ClientField("reuse_grace", TTL, "reuse_grace", "--reuse-grace", "Reuse grace window",
+                bounds=REUSE_GRACE_BOUNDS),
+    ClientField("bind_device_id", BOOL, "bind_device_id", "--bind-device-id",
+                "Device id must match"),
+    ClientField("bind_user_agent", BOOL, "bind_user_agent", "--bind-user-agent",
+                "App/browser must match"),
+    ClientField("bind_ip", CHOICE, "bind_ip", "--bind-ip", "IP network must match",
+                choices=IP_POLICIES),
+    ClientField("require_device_id", BOOL, "require_device_id", "--require-device-id",
+                "Require a device id"),
+    ClientField("on_binding_mismatch", CHOICE, "on_binding_mismatch", "--on-binding-mismatch",
+                "On a mismatch", choices=MISMATCH_ACTIONS),
+    ClientField("require_dpop", BOOL, "require_dpop", "--require-dpop", "Require DPoP"),
+    ClientField("allow_introspection", BOOL, "allow_introspection", "--allow-introspection",
+                "May introspect tokens"),
+)
+BOOL_FIELDS = tuple(f.name for f in CLIENT_FIELDS if f.kind == BOOL)
+LIST_FIELDS = tuple(f.name for f in CLIENT_FIELDS if f.kind == LIST)
+TTL_FIELDS = {f.name: f.bounds for f in CLIENT_FIELDS if f.kind == TTL and f.bounds}
 
 
 @dataclass
