@@ -14,12 +14,38 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .config import Settings, load_settings, shipped_path
 from .crypto.keystore import KeyStore
 from .domain.clients import ClientCache, ClientRecord, load_client
-from .errors import register_error_handlers
 from .extensions import db, migrate
+from .http import register_error_handlers
+from .protocol import (
+    authorize,
+    discovery,
+    introspection,
+    logout,
+    registration,
+    revocation,
+    token,
+    userinfo,
+)
+from .protocol.discovery import DocumentMiddleware, PublicDocuments
+from .protocol.dpop import NonceSource
+from .protocol.server import AuthServer
+from .protocol.token_fast_path import TokenFastPath
+from .protocol.tokens import AccessTokenIssuer
 from .services import Services
 from .storage import engine as storage_engine
+from .storage.replay_cache import DatabaseReplayCache, RedisReplayCache
+from .web import account, admin
+from .web import bp as web_bp
+from .web import login as login_pages
+from .web.security import csrf_token
 
 MIGRATIONS_DIR = str(shipped_path("migrations", "migrations"))
+# Every endpoint and page, each module owning its blueprint: the protocol's endpoints, then
+# the pages (and the templates and static files they share).
+BLUEPRINTS = (
+    token.bp, authorize.bp, revocation.bp, introspection.bp, registration.bp, discovery.bp,
+    userinfo.bp, logout.bp, login_pages.bp, account.bp, admin.bp, web_bp,
+)
 
 
 def _load_client(client_id: str) -> ClientRecord | None:
@@ -74,13 +100,6 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         storage_engine.install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms)
         storage_engine.install_postgres_limits(engine, settings.db_lock_timeout_ms)
 
-    from .protocol.documents import DocumentMiddleware, PublicDocuments
-    from .protocol.dpop import NonceSource
-    from .protocol.server import AuthServer
-    from .protocol.token_fast_path import TokenFastPath
-    from .protocol.tokens import AccessTokenIssuer
-    from .storage.replay_cache import DatabaseReplayCache, RedisReplayCache
-
     keys = KeyStore.from_settings(settings)
     clients = ClientCache(_load_client, settings.client_cache_seconds)
     app.extensions["authserver"] = Services(
@@ -104,17 +123,10 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     app.wsgi_app = DocumentMiddleware(app.wsgi_app, svc.documents)  # type: ignore[method-assign]
 
-    from .protocol.routes import bp as oauth_bp
-    from .protocol.userinfo import bp as userinfo_bp
-    from .web import bp as web_bp
-    from .web.security import csrf_token
-
-    app.register_blueprint(oauth_bp)
-    app.register_blueprint(userinfo_bp)
-    app.register_blueprint(web_bp)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     app.jinja_env.globals["csrf_token"] = csrf_token
     register_error_handlers(app)
-    app.before_request(_reject_unusable_host)
     return app
 
 
@@ -128,14 +140,3 @@ def start_background_work(app: Flask) -> None:
         svc.sweeper.start(db.engine, svc.clock)
         svc.checkpointer.start(db.engine)
 
-
-def _reject_unusable_host() -> None:
-    """A Host header that is no valid IDNA name makes every ``request.url`` raise
-    UnicodeError; Authlib reads it on each OAuth request. Refuse such a request up front
-    with a 400 instead of failing deep inside with a 500."""
-    from flask import abort, request
-
-    from .protocol.transport import usable_host
-
-    if not usable_host(request.host):
-        abort(400, "malformed Host header")

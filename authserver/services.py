@@ -11,12 +11,12 @@ from .config import Settings
 from .crypto.keystore import KeyStore
 from .domain.clients import ClientCache
 from .domain.clock import Clock, utcnow
-from .domain.refresh_families import RetrySweeper
+from .domain.retry_sweeper import RetrySweeper
 from .storage.engine import WalCheckpointer
 from .storage.replay_cache import ReplayCache
 
 if TYPE_CHECKING:
-    from .protocol.documents import PublicDocuments
+    from .protocol.discovery import PublicDocuments
     from .protocol.dpop import NonceSource
     from .protocol.server import AuthServer
     from .protocol.tokens import AccessTokenIssuer

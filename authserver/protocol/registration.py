@@ -23,31 +23,28 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, request
+from flask import Blueprint, Response, request
 
+from ..domain import client_admin
 from ..domain import client_metadata as rules
 from ..domain import clients as domain_clients
-from ..domain import secrets as creds
+from ..domain import credentials as creds
 from ..domain.clients import ADMIN_SCOPE, ClientRecord, ClientSpec
 from ..domain.errors import NotFound, ValidationError
 from ..extensions import db
+from ..http import OAUTH_NO_STORE, json_response
 from ..services import services
 from . import access_tokens, dpop
-from .routes import bp, json_response
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+bp = Blueprint("registration", __name__)
+
 # Fields only an admin may set: they widen what a client may do.
 PRIVILEGED = ("first_party", "allow_introspection")
-# RFC 7591 §2 metadata name -> ClientSpec field (our policy fields keep their own names).
-_METADATA = {
-    "client_name": "name", "redirect_uris": "redirect_uris", "grant_types": "grant_types",
-    "scope": "scope", "post_logout_redirect_uris": "post_logout_redirect_uris",
-}
-_POLICY = [name for name in rules.SPEC_FIELDS if name not in _METADATA.values()
-           and name != "public"]
+# JSON member -> ClientSpec field: RFC 7591 §2 names, our policy fields their own. ``public``
+# is given as token_endpoint_auth_method (see spec_from_metadata).
+_MEMBERS = {f.api: f.name for f in rules.CLIENT_FIELDS if f.name != "public"}
 # ClientSpec field (as named in a ValidationError) -> the name the API caller used.
-_API_NAMES = {"name": "client_name", "public": "token_endpoint_auth_method",
-              "overlap": "overlap_seconds"}
+_API_NAMES = {**{f.name: f.api for f in rules.CLIENT_FIELDS}, "overlap": "overlap_seconds"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ def _error(status: int, error: str, description: str, scheme: str = "Bearer",
            challenge: bool = False) -> Response:
     """The JSON error; with ``challenge`` (every 401 and 403, and a malformed
     ``Authorization`` header) also the RFC 6750 §3 ``WWW-Authenticate`` header."""
-    headers = dict(NO_STORE)
+    headers = dict(OAUTH_NO_STORE)
     if error == NO_CREDENTIALS:
         # RFC 6750 §3.1: no error code when the request had no authentication at all.
         headers["WWW-Authenticate"] = 'Bearer realm="registration"'
@@ -195,7 +192,7 @@ def _authorise(client_id: str | None) -> Caller:
             return Caller(admin=False, actor="open registration")
         raise Denied(401, NO_CREDENTIALS, "a Bearer access token is required")
     token, scheme = credential
-    if token.startswith(domain_clients.REGISTRATION_TOKEN_PREFIX):
+    if token.startswith(client_admin.REGISTRATION_TOKEN_PREFIX):
         return _own_client(token, scheme, client_id)
     return _admin(token, scheme)
 
@@ -209,12 +206,9 @@ def spec_from_metadata(body: Any, base: ClientSpec | None = None) -> ClientSpec:
     if not isinstance(body, dict):
         raise ValidationError("the request body must be a JSON object", "body")
     values: dict[str, Any] = {}
-    for name, field_name in _METADATA.items():
-        if name in body:
-            values[field_name] = body[name]
-    for name in _POLICY:
-        if name in body:
-            values[name] = body[name]
+    for member, field_name in _MEMBERS.items():
+        if member in body:
+            values[field_name] = body[member]
     if "token_endpoint_auth_method" in body or base is None:
         values["public"] = rules.public_for_auth_method(
             body.get("token_endpoint_auth_method", "client_secret_basic"))
@@ -296,9 +290,9 @@ def register() -> Response:
         problem = None if caller.admin else _privileged_change(spec, None)
         if problem is not None:
             raise problem
-        record, secret = domain_clients.create_client(db.session(), spec, actor=caller.actor,
+        record, secret = client_admin.create_client(db.session(), spec, actor=caller.actor,
                                                       now=services().clock())
-        token = domain_clients.issue_registration_token(db.session(), record.client_id)
+        token = client_admin.issue_registration_token(db.session(), record.client_id)
     except ValidationError as exc:
         db.session.rollback()
         return _validation_error(exc)
@@ -307,7 +301,7 @@ def register() -> Response:
     if secret is not None:
         data["client_secret"] = secret
         data["client_secret_expires_at"] = 0  # RFC 7591 §3.2.1: it does not expire
-    headers = {**NO_STORE, "Location": data["registration_client_uri"]}
+    headers = {**OAUTH_NO_STORE, "Location": data["registration_client_uri"]}
     return json_response(data, 201, headers)
 
 
@@ -331,7 +325,7 @@ def read(client_id: str) -> Response:
     found = _lookup(client_id)
     if isinstance(found, Response):
         return found
-    return json_response(_metadata(*found), 200, NO_STORE)
+    return json_response(_metadata(*found), 200, OAUTH_NO_STORE)
 
 
 @bp.put("/oauth/register/<client_id>")
@@ -359,7 +353,7 @@ def update(client_id: str) -> Response:
                     sent_secret, services().clock())):
             raise ValidationError("does not match the current secret; rotate it with "
                                   "POST .../secret instead", "client_secret")
-        base = domain_clients.spec_of(current)
+        base = client_admin.spec_of(current)
         spec = spec_from_metadata(body, base)
         if spec.public != current.public:
             raise ValidationError("cannot switch between public and confidential", "public")
@@ -367,13 +361,13 @@ def update(client_id: str) -> Response:
         if problem is not None:
             raise problem
         changes = {name: getattr(spec, name) for name in rules.SPEC_FIELDS if name != "public"}
-        record = domain_clients.update_client(db.session(), client_id, actor=caller.actor,
+        record = client_admin.update_client(db.session(), client_id, actor=caller.actor,
                                               **changes)
     except ValidationError as exc:
         db.session.rollback()
         return _validation_error(exc)
     _changed(client_id)
-    return json_response(_metadata(record, caller), 200, NO_STORE)
+    return json_response(_metadata(record, caller), 200, OAUTH_NO_STORE)
 
 
 @bp.delete("/oauth/register/<client_id>")
@@ -384,12 +378,12 @@ def remove(client_id: str) -> Response:
         return found
     record, caller = found
     try:
-        domain_clients.delete_client(db.session(), record.client_id, actor=caller.actor)
+        client_admin.delete_client(db.session(), record.client_id, actor=caller.actor)
     except NotFound:
         db.session.rollback()
         return _not_found()
     _changed(client_id)
-    return Response(status=204, headers=NO_STORE)
+    return Response(status=204, headers=OAUTH_NO_STORE)
 
 
 @bp.post("/oauth/register/<client_id>/secret")
@@ -407,7 +401,7 @@ def rotate(client_id: str) -> Response:
             raise ValidationError("the request body must be a JSON object", "body")
         overlap = body.get("overlap_seconds", svc.settings.client_secret_overlap)
         now = svc.clock()
-        secret = domain_clients.rotate_secret(db.session(), record.client_id, overlap,
+        secret = client_admin.rotate_secret(db.session(), record.client_id, overlap,
                                               actor=caller.actor, now=now)
     except ValidationError as exc:
         db.session.rollback()
@@ -417,7 +411,7 @@ def rotate(client_id: str) -> Response:
         "client_id": record.client_id, "client_secret": secret, "client_secret_expires_at": 0,
         "previous_secret_valid_for": overlap,
         "previous_secret_expires_at": int(now.timestamp()) + overlap if overlap else None,
-    }, 200, NO_STORE)
+    }, 200, OAUTH_NO_STORE)
 
 
 def _set_active(client_id: str, active: bool) -> Response:
@@ -425,10 +419,10 @@ def _set_active(client_id: str, active: bool) -> Response:
     if isinstance(found, Response):
         return found
     record, caller = found
-    revoked = domain_clients.set_active(db.session(), record.client_id, active, actor=caller.actor)
+    revoked = client_admin.set_active(db.session(), record.client_id, active, actor=caller.actor)
     _changed(client_id)
     return json_response({"client_id": record.client_id, "active": active,
-                          "sessions_revoked": revoked}, 200, NO_STORE)
+                          "sessions_revoked": revoked}, 200, OAUTH_NO_STORE)
 
 
 @bp.post("/oauth/register/<client_id>/disable")

@@ -6,9 +6,9 @@ from flask import Blueprint, Response, request
 
 from ..domain.claims import user_claims
 from ..extensions import db
+from ..http import json_response
 from ..services import services
 from . import access_tokens, dpop
-from .routes import json_response
 
 bp = Blueprint("userinfo", __name__)
 

@@ -7,18 +7,20 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, redirect, render_template, request
+from flask import Blueprint, Response, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..domain import sessions, user_agents, users
 from ..domain.errors import ValidationError
 from ..extensions import db
+from ..http import json_response
 from ..protocol import access_tokens, dpop
-from ..protocol.routes import json_response
 from ..services import services
 from ..storage.models import User
-from . import bp
-from .security import check_csrf, current_login, sign_out
+from .security import check_csrf, current_login, protect_pages, sign_out
+
+bp = Blueprint("account", __name__)
+bp.after_request(protect_pages)
 
 ACCOUNT_SCOPE = "account"
 API_REALM = "account"
@@ -78,9 +80,8 @@ def sign_out_device(device_id: str) -> BaseResponse | str:
     device = sessions.find_device(devices, device_id[:64])
     if device is None:
         return redirect("/account/sessions?done=gone", code=303)
-    sessions.end_device(db.session(), user.id, device, reason="signed_out_by_user", now=now,
-                        by=_requester("account_page"))
-    db.session.commit()
+    sessions.sign_out_device(db.session(), user.id, device, reason="signed_out_by_user",
+                             now=now, by=_requester("account_page"))
     if device.current:  # this browser signed itself out
         sign_out()
         return render_template("signed_out.html")
@@ -95,7 +96,6 @@ def sign_out_others() -> BaseResponse:
     sessions.sign_out_all(db.session(), user.id, reason="signed_out_other_devices",
                           keep_login_session=login.id, now=services().clock(),
                           by=_requester("account_page"))
-    db.session.commit()
     return redirect("/account/sessions?done=others", code=303)
 
 
@@ -106,7 +106,6 @@ def sign_out_everywhere() -> str:
     _, user = current_login()  # type: ignore[misc]
     sessions.sign_out_all(db.session(), user.id, reason="signed_out_everywhere",
                           now=services().clock(), by=_requester("account_page"))
-    db.session.commit()
     sign_out()
     return render_template("signed_out.html")
 
@@ -129,7 +128,6 @@ def change_password() -> str | tuple[str, int]:
         db.session.rollback()
         return render_template("password.html", error=str(exc).capitalize() + ".",
                                done=False), 400
-    db.session.commit()
     return render_template("password.html", error=None, done=True)
 
 
@@ -226,7 +224,6 @@ def api_sign_out(device_id: str) -> Response:
     if device is None:
         return json_response({"error": "not_found", "error_description": "no such session"},
                              404, {"Cache-Control": "no-store"})
-    db.session.commit()
     return Response(status=204, headers={"Cache-Control": "no-store"})
 
 
@@ -247,5 +244,4 @@ def api_sign_out_all() -> Response:
         db.session(), user.id, keep_family=sid if keep_current else None,
         reason="signed_out_other_devices" if keep_current else "signed_out_everywhere",
         now=services().clock(), by=_requester("account_api"))
-    db.session.commit()
     return json_response({"signed_out": count}, 200, {"Cache-Control": "no-store"})

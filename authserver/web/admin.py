@@ -15,38 +15,32 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import make_response, redirect, render_template, request, session
+from flask import Blueprint, make_response, redirect, render_template, request, session
 from werkzeug.wrappers import Response
 
-from ..domain import audit_trail, client_sessions, refresh_families
+from ..domain import audit_trail, client_admin, client_sessions
 from ..domain import clients as domain_clients
 from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
-from ..domain.client_metadata import BOOL_FIELDS, TTL_FIELDS
-from ..domain.clients import SUPPORTED_GRANT_TYPES, Actor, ClientRecord, ClientSpec
+from ..domain.client_admin import Actor
+from ..domain.client_metadata import BOOL_FIELDS, CLIENT_FIELDS, TTL_FIELDS
+from ..domain.clients import SUPPORTED_GRANT_TYPES, ClientRecord, ClientSpec
 from ..domain.errors import ValidationError
 from ..extensions import db
+from ..http import NO_STORE
 from ..services import services
-from . import bp
-from .security import check_csrf, current_login
+from .security import check_csrf, current_login, protect_pages
+
+bp = Blueprint("admin", __name__)
+bp.after_request(protect_pages)
 
 ONCE_KEY = "admin_once"
 MAX_ONCE = 20
 # What a person sees for each registration field (errors name the field this way).
-FIELD_LABELS = {
-    "name": "Name", "public": "Type", "grant_types": "Grant types",
-    "redirect_uris": "Redirect URIs", "post_logout_redirect_uris": "Post-logout redirect URIs",
-    "scope": "Allowed scopes", "access_token_ttl": "Access-token lifetime",
-    "refresh_idle_ttl": "Refresh idle lifetime", "refresh_absolute_ttl": "Session lifetime",
-    "reuse_grace": "Reuse grace window", "first_party": "First-party",
-    "allow_introspection": "May introspect tokens", "require_dpop": "Require DPoP",
-    "require_device_id": "Require a device id", "bind_device_id": "Device id must match",
-    "bind_user_agent": "App/browser must match", "bind_ip": "IP network must match",
-    "on_binding_mismatch": "On a mismatch",
-}
+FIELD_LABELS = {f.name: f.label for f in CLIENT_FIELDS}
 FORM_CHOICES = {"grant_choices": SUPPORTED_GRANT_TYPES, "ip_policies": IP_POLICIES,
                 "actions": MISMATCH_ACTIONS, "labels": FIELD_LABELS}
 SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
+    **NO_STORE,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
@@ -200,7 +194,7 @@ def _render_client(record: ClientRecord, values: dict[str, Any] | None = None,
     live = client_sessions.list_for_client(db.session(), record.client_id, services().clock())
     return _page(
         "admin/client.html", status, client=record, sessions=live,
-        v=values or _values_of(domain_clients.spec_of(record)), errors=errors or {},
+        v=values or _values_of(client_admin.spec_of(record)), errors=errors or {},
         once=_issue_once(), message=DONE_MESSAGES.get(request.args.get("done", "")),
         overlap=services().settings.client_secret_overlap, **FORM_CHOICES)
 
@@ -240,7 +234,7 @@ def admin_new_client() -> Response:
     values = _values_from_form()
     try:
         spec = _spec_from(values, public=values["client_type"] == "public")
-        record, secret = domain_clients.create_client(db.session(), spec, actor=_actor(),
+        record, secret = client_admin.create_client(db.session(), spec, actor=_actor(),
                                                       now=services().clock())
     except ValidationError as exc:
         db.session.rollback()
@@ -263,7 +257,7 @@ def admin_client(client_id: str) -> Response:
         spec = _spec_from(values, public=record.public)
         changes = {name: getattr(spec, name) for name in domain_clients.SPEC_FIELDS
                    if name != "public"}
-        domain_clients.update_client(db.session(), client_id, actor=_actor(), **changes)
+        client_admin.update_client(db.session(), client_id, actor=_actor(), **changes)
     except ValidationError as exc:
         db.session.rollback()
         return _render_client(record, values, _field_error(exc), 400)
@@ -282,7 +276,7 @@ def admin_rotate_secret(client_id: str) -> Response:
         return redirect(f"/admin/clients/{client_id}?done=resubmitted", code=303)
     overlap = services().settings.client_secret_overlap
     try:
-        secret = domain_clients.rotate_secret(db.session(), client_id, overlap, actor=_actor(),
+        secret = client_admin.rotate_secret(db.session(), client_id, overlap, actor=_actor(),
                                               now=services().clock())
     except ValidationError as exc:
         db.session.rollback()
@@ -298,7 +292,7 @@ def admin_rotate_secret(client_id: str) -> Response:
 def admin_set_active(client_id: str, action: str) -> Response:
     if _client_or_none(client_id) is None:
         return _no_such_client()
-    domain_clients.set_active(db.session(), client_id, action == "enable", actor=_actor())
+    client_admin.set_active(db.session(), client_id, action == "enable", actor=_actor())
     db.session.commit()
     services().clients.forget([client_id])
     return redirect(f"/admin/clients/{client_id}?done={action}d", code=303)
@@ -313,7 +307,7 @@ def admin_delete_client(client_id: str) -> Response:
     if request.method == "GET":
         live = client_sessions.count_live_by_client(db.session(), services().clock())
         return _page("admin/delete.html", client=record, live=live.get(client_id, 0))
-    domain_clients.delete_client(db.session(), client_id, actor=_actor())
+    client_admin.delete_client(db.session(), client_id, actor=_actor())
     db.session.commit()
     services().clients.forget([client_id])
     return redirect("/admin/clients?done=deleted", code=303)
@@ -325,9 +319,8 @@ def admin_revoke_session(client_id: str, family_id: str) -> Response:
     if not client_sessions.belongs_to(db.session(), family_id, client_id):
         return _error_page(404, "No such session",
                            "That session does not belong to this client.")
-    refresh_families.revoke_family(db.session(), family_id, reason="revoked_by_admin",
-                                   now=services().clock())
-    db.session.commit()
+    client_sessions.revoke(db.session(), family_id, reason="revoked_by_admin",
+                           now=services().clock())
     return redirect(f"/admin/clients/{client_id}?done=revoked#sessions", code=303)
 
 
@@ -336,7 +329,7 @@ def admin_revoke_session(client_id: str, family_id: str) -> Response:
 def admin_revoke_all_sessions(client_id: str) -> Response:
     if _client_or_none(client_id) is None:
         return _no_such_client()
-    domain_clients.revoke_client_families(db.session(), client_id, reason="revoked_by_admin")
+    client_admin.revoke_client_families(db.session(), client_id, reason="revoked_by_admin")
     db.session.commit()
     return redirect(f"/admin/clients/{client_id}?done=revoked-all#sessions", code=303)
 

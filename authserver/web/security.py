@@ -13,8 +13,8 @@ from werkzeug.wrappers import Response
 
 from ..domain import login_sessions
 from ..extensions import db
+from ..http import NO_STORE
 from ..storage.models import LoginSession, User
-from . import bp
 
 SESSION_KEY = "login"
 # Set by a sign-in that an authorization request sent the person to: [sign-in id, digest of
@@ -34,13 +34,14 @@ _PAGE_HEADERS = {
 }
 
 
-@bp.after_request
 def protect_pages(response: Response) -> Response:
-    """Anti-framing and no-store on every page of this blueprint (not on its static files)."""
+    """Anti-framing and no-store on every page (not on the static files): each blueprint
+    of pages registers it as its ``after_request``."""
     for name, value in _PAGE_HEADERS.items():
         response.headers.setdefault(name, value)
     if request.endpoint != "web.static":
-        response.headers.setdefault("Cache-Control", "no-store")
+        for name, value in NO_STORE.items():
+            response.headers.setdefault(name, value)
     return response
 
 

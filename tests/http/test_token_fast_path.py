@@ -19,13 +19,13 @@ from tests.support.oauth import basic
 def view_calls(app, monkeypatch) -> list[str]:
     """Requests that reached the Flask token view."""
     calls: list[str] = []
-    view = app.view_functions["oauth.token"]
+    view = app.view_functions["token.token"]
 
     def counted():
         calls.append("view")
         return view()
 
-    monkeypatch.setitem(app.view_functions, "oauth.token", counted)
+    monkeypatch.setitem(app.view_functions, "token.token", counted)
     return calls
 
 
@@ -200,13 +200,13 @@ def test_client_credentials_take_the_fast_path_and_answer_as_the_view(
 
 
 def test_a_disabled_machine_client_is_refused_at_once_on_the_fast_path(oauth, app):
-    from authserver.domain import clients
+    from authserver.domain import client_admin
 
     record, secret = _machine(oauth)
     auth = {"Authorization": basic(record.client_id, secret)}
     assert oauth.token({"grant_type": "client_credentials"}, headers=auth).status_code == 200
     with app.app_context():
-        clients.set_active(db.session, record.client_id, False)
+        client_admin.set_active(db.session, record.client_id, False)
         db.session.commit()
     assert oauth.token({"grant_type": "client_credentials"}, headers=auth).status_code == 401
 

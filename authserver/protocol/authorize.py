@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit
 
-from flask import redirect, render_template, request, session
+from flask import Blueprint, redirect, render_template, request, session
 from werkzeug.wrappers import Response
 
 from ..domain import authorization, codes, consents, redirect_uris, scopes
@@ -19,16 +19,20 @@ from ..domain.authorization import (
     RedirectAuthorizationError,
 )
 from ..extensions import db
+from ..http import NO_STORE
 from ..services import services
 from ..storage.models import LoginSession
-from . import bp
-from .security import (
+from ..web.security import (
     AUTHORIZE_PATH,
     FRESH_LOGIN,
     authorization_request_digest,
     check_csrf,
     current_login,
+    protect_pages,
 )
+
+bp = Blueprint("authorize", __name__)
+bp.after_request(protect_pages)  # the sign-in redirect and the consent page are pages
 
 DECISION_FIELDS = ("decision", "csrf_token")
 # How long after signing in a browser counts as "just signed in" for prompt=login and
@@ -53,7 +57,7 @@ def _redirect_to_client(uri: str, params: dict[str, str | None]) -> Response:
     clean = {k: v for k, v in params.items() if v is not None}
     clean["iss"] = services().settings.issuer
     response = redirect(_with_params(uri, clean), code=302 if request.method == "GET" else 303)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     return response
 
 
@@ -125,7 +129,7 @@ def _login_redirect(params: dict[str, list[str]], req: AuthorizationRequest | No
     if req is not None and req.login_hint:
         target["login_hint"] = req.login_hint
     response = redirect("/login?" + urlencode(target), code=303)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     return response
 
 
@@ -138,7 +142,7 @@ def _return_address(req: AuthorizationRequest) -> str:
     return host if host else f"the {req.client.name} app"
 
 
-@bp.route("/oauth/authorize", methods=["GET", "POST"])
+@bp.route(AUTHORIZE_PATH, methods=["GET", "POST"])
 def authorize() -> Response | tuple[str, int]:
     params = _request_params()
     try:
@@ -182,16 +186,14 @@ def _decide(req: AuthorizationRequest, params: dict[str, list[str]]) -> Response
     user_id, client_id = login[1].id, req.client.client_id
     if request.form["decision"] != "allow":
         consents.record_denial(db.session(), user_id, client_id, req.scope)
-        db.session.commit()
         return _deny(req, "access_denied", "the user denied the request")
-    consents.grant(db.session(), user_id, client_id, req.scope)
-    return _issue_code(req)
+    return _issue_code(req, grant_consent=True)
 
 
-def _issue_code(req: AuthorizationRequest) -> Response:
+def _issue_code(req: AuthorizationRequest, *, grant_consent: bool = False) -> Response:
     login = current_login()
     assert login is not None
     code = codes.issue(db.session(), req, user_id=login[1].id, login_session_id=login[0].id,
-                       auth_time=login[0].auth_time, clock=services().clock)
-    db.session.commit()
+                       auth_time=login[0].auth_time, grant_consent=grant_consent,
+                       clock=services().clock)
     return _redirect_to_client(req.redirect_uri, {"code": code, "state": req.state})

@@ -1,4 +1,6 @@
-"""The public documents: the JWKS and the two discovery documents.
+"""The public documents: the JWKS (``/.well-known/jwks.json``) and the two discovery
+documents, RFC 8414 (``/.well-known/oauth-authorization-server``) and OpenID Connect
+Discovery 1.0 (``/.well-known/openid-configuration``).
 
 Resource servers and clients fetch these far more often than anything else is called, and
 they change only when the key set does. Each is serialised once per key set (bytes and an
@@ -15,17 +17,74 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from flask import Blueprint, Response
+
 from ..config import Settings
-from ..crypto.keystore import KeyStore
-from .metadata import authorization_server_metadata, openid_configuration
+from ..crypto.keystore import KeyStore, published_algorithms
+from ..domain.clients import SUPPORTED_GRANT_TYPES
+from ..domain.scopes import OIDC_SCOPES
+from ..services import services
+from .dpop import ALGORITHMS as DPOP_ALGORITHMS
+
+bp = Blueprint("discovery", __name__)
 
 JWKS_PATH = "/.well-known/jwks.json"
 OAUTH_METADATA_PATH = "/.well-known/oauth-authorization-server"
 OPENID_CONFIGURATION_PATH = "/.well-known/openid-configuration"
 METADATA_MAX_AGE = 3600
 
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
+    """What exists on this server (RFC 8414 §2)."""
+    issuer = settings.issuer
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oauth/authorize",
+        "token_endpoint": f"{issuer}/oauth/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "userinfo_endpoint": f"{issuer}/oauth/userinfo",
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint": f"{issuer}/oauth/introspect",
+        "introspection_endpoint_auth_methods_supported": AUTH_METHODS[:2],
+        "end_session_endpoint": f"{issuer}/logout",
+        # RFC 7591 (admin-authorised unless AUTHSERVER_OPEN_REGISTRATION is on).
+        "registration_endpoint": f"{issuer}/oauth/register",
+        "grant_types_supported": list(SUPPORTED_GRANT_TYPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "scopes_supported": list(OIDC_SCOPES),
+        "authorization_response_iss_parameter_supported": True,
+        "prompt_values_supported": ["none", "login", "consent"],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
+        "service_documentation": f"{issuer}/",
+    }
+
+
+def openid_configuration(settings: Settings) -> dict[str, Any]:
+    """OIDC Discovery: the RFC 8414 document plus the OIDC-specific members."""
+    data = authorization_server_metadata(settings)
+    data.update(
+        {
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": published_algorithms(settings.keys_dir),
+            "claims_supported": [
+                "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",
+                "name", "preferred_username", "email", "email_verified",
+            ],
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+        }
+    )
+    return data
 
 
 @dataclass(frozen=True)
@@ -105,3 +164,29 @@ class DocumentMiddleware:
                     ("Content-Length", str(len(document.body)))]
         start_response("200 OK", headers)
         return [b"" if method == "HEAD" else document.body]
+
+
+def _document(path: str) -> Response:
+    """What :class:`DocumentMiddleware` answers before Flask is reached; these views exist
+    for ``url_for`` and so that other methods get a 405."""
+    document = services().documents.get(path)
+    response = Response(document.body, mimetype="application/json",
+                        headers={"Cache-Control": document.cache_control,
+                                 "ETag": document.etag})
+    return response
+
+
+@bp.get(JWKS_PATH)
+def jwks() -> Response:
+    """Public signing keys (next, active, retired) for local verification."""
+    return _document(JWKS_PATH)
+
+
+@bp.get(OAUTH_METADATA_PATH)
+def oauth_metadata() -> Response:
+    return _document(OAUTH_METADATA_PATH)
+
+
+@bp.get(OPENID_CONFIGURATION_PATH)
+def openid_metadata() -> Response:
+    return _document(OPENID_CONFIGURATION_PATH)

@@ -1,0 +1,158 @@
+"""What every endpoint and page answers with: ``no-store``, JSON bodies, the OAuth JSON
+error, the guard that turns any failure into an error response (never a stack trace), and
+the transport rule (a usable Host, TLS).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Mapping
+
+from authlib.common.security import is_secure_transport
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from flask import Flask, Response, abort, request
+from markupsafe import escape
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.urls import uri_to_iri
+
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+# An answer about one request, or about one person: no cache may keep it (RFC 9111 §5.2.2.5).
+NO_STORE = {"Cache-Control": "no-store"}
+# The token, revocation, introspection and registration endpoints add the HTTP/1.0 form
+# (RFC 6749 §5.1).
+OAUTH_NO_STORE = {**NO_STORE, "Pragma": "no-cache"}
+
+
+# -- JSON --------------------------------------------------------------------------------
+def json_body(data: object) -> bytes:
+    return json.dumps(data).encode()
+
+
+def json_response(data: object, status: int = 200, headers: Mapping[str, str] | None = None
+                  ) -> Response:
+    return Response(json_body(data), status=status, mimetype="application/json",
+                    headers=dict(headers) if headers is not None else None)
+
+
+def error_response(error: OAuth2Error) -> Response:
+    """An Authlib error as RFC 6749 §5.2 JSON, with the error's own status and headers."""
+    status, body, headers = error()
+    return Response(json.dumps(body), status=status, headers=headers)
+
+
+def unavailable(no_store: Mapping[str, str] = NO_STORE) -> Response:
+    """503 ``temporarily_unavailable`` with ``Retry-After``: a store failed, nothing was
+    half-done, and the client may try again."""
+    return json_response(
+        {"error": "temporarily_unavailable", "error_description": "try again later"},
+        503, {**no_store, "Retry-After": "1"},
+    )
+
+
+def server_error(no_store: Mapping[str, str] = NO_STORE) -> Response:
+    """500 ``server_error``: never a stack trace to the client; the detail is in the log."""
+    return json_response({"error": "server_error", "error_description": "internal error"},
+                         500, no_store)
+
+
+# -- No 500 page, ever -------------------------------------------------------------------
+def no_500(view: Callable[[], Response]) -> Callable[[], Response]:
+    """A view's database outage is 503 ``temporarily_unavailable``, anything else a generic
+    ``server_error``, both ``no-store`` as the OAuth endpoints answer (the detail goes to
+    the log)."""
+
+    @functools.wraps(view)
+    def wrapper() -> Response:
+        try:
+            return view()
+        except OperationalError:
+            log.exception("%s: database unavailable", request.path)
+            db.session.rollback()
+            return unavailable(OAUTH_NO_STORE)
+        except Exception:
+            log.exception("%s failed", request.path)
+            db.session.rollback()
+            return server_error(OAUTH_NO_STORE)
+
+    return wrapper
+
+
+_CODES = {400: "invalid_request", 401: "invalid_token", 403: "access_denied",
+          404: "not_found", 405: "invalid_request", 413: "invalid_request"}
+
+
+def _wants_json() -> bool:
+    if request.path.startswith(("/oauth/", "/.well-known/")):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def _render(status: int, title: str, description: str) -> Response:
+    if _wants_json():
+        code = _CODES.get(status, "server_error" if status >= 500 else "invalid_request")
+        # An error is about this one request: no cache may keep it (RFC 6749 §5.2).
+        return json_response({"error": code, "error_description": description}, status,
+                             NO_STORE)
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8>"
+        f"<title>{escape(title)}</title><main><h1>{escape(title)}</h1>"
+        f"<p>{escape(description)}</p></main></html>"
+    )
+    return Response(page, status=status, mimetype="text/html")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """One error handler for the app: RFC 6749-style JSON for API clients, a short page for
+    people; and a Host header no URL can be built on is refused up front."""
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        response = _render(status, f"{status} {exc.name}", exc.description or exc.name)
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _render(500, "500 Internal Server Error", InternalServerError.description)
+
+    app.before_request(reject_unusable_host)
+
+
+def reject_unusable_host() -> None:
+    """A Host header that is no valid IDNA name makes every ``request.url`` raise
+    UnicodeError; Authlib reads it on each OAuth request. Refuse such a request up front
+    with a 400 instead of failing deep inside with a 500."""
+    if not usable_host(request.host):
+        abort(400, "malformed Host header")
+
+
+# -- Transport ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def usable_host(host: str) -> bool:
+    """Whether Werkzeug can route and build URLs on ``host``. A name that is no valid IDNA
+    (``xn--a``, ``a..b``) makes the URL map refuse it (400) and every ``request.url``
+    raise UnicodeError; a bracketed one that is no IPv6 address (``[:1]``), ValueError.
+    Decided once per host value (building a URL costs more than a refresh's client
+    authentication)."""
+    try:
+        host.lower().partition(":")[0].encode("idna")  # as werkzeug's Map.bind does
+        uri_to_iri(f"http://{host}/")
+    except (UnicodeError, ValueError):  # ValueError: a bracketed non-address, "[:1]"
+        return False
+    return True
+
+
+def secure(scheme: str, host: str) -> bool:
+    """RFC 6749 §3.2 (TLS) as Authlib decides it, which reads only the scheme and host:
+    https, or loopback http; anything in development (``AUTHLIB_INSECURE_TRANSPORT``)."""
+    return bool(is_secure_transport(f"{scheme}://{host}/"))
