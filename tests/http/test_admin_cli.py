@@ -15,10 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from flask.cli import ScriptInfo
 
-from authserver.cli import cli
 from tests.support.admin import REDIRECT, audit_events, client_rows
 from tests.support.oauth import PASSWORD, assert_oauth_error, basic
 
@@ -26,12 +23,11 @@ AUTHSERVER = str(Path(sys.executable).with_name("authserver"))
 
 
 @pytest.fixture
-def run(app):
-    runner = CliRunner()
+def run(run):
+    """conftest.py's ``run``, asserting exit code 0 unless ``ok=False``."""
 
     def invoke(*args: str, input: str | None = None, ok: bool = True):
-        result = runner.invoke(cli, list(args), input=input,
-                               obj=ScriptInfo(create_app=lambda: app))
+        result = run(*args, input=input)
         if ok:
             assert result.exit_code == 0, result.output
         return result

@@ -9,12 +9,8 @@ import logging
 import secrets
 import threading
 
-import pytest
-from click.testing import CliRunner
-from flask.cli import ScriptInfo
 from sqlalchemy import func, insert, select
 
-from authserver.cli import cli
 from authserver.domain import housekeeping, pkce
 from authserver.domain import secrets as creds
 from authserver.extensions import db
@@ -41,17 +37,6 @@ from tests.support.sessions import (
 
 NEW_PASSWORD = "a brand new passphrase"
 RESET_PASSWORD = "an operator's reset passphrase"
-
-
-@pytest.fixture
-def run(app):
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(cli, list(args), input=input,
-                             obj=ScriptInfo(create_app=lambda: app))
-
-    return invoke
 
 
 class Trail:

@@ -4,7 +4,6 @@ A code is 256 random bits, stored only as a digest, lives 60 s, is bound to its 
 redirect URI and PKCE challenge, and is consumed exactly once; a replayed code revokes
 the tokens issued from it (§4.1.2).
 """
-# ruff: noqa: F811  (pytest fixtures imported from authorize_helpers)
 
 from __future__ import annotations
 
@@ -19,14 +18,7 @@ from sqlalchemy import select
 from authserver.domain import users
 from authserver.extensions import db
 from authserver.storage.models import AuditEvent, AuthorizationCode, TokenFamily
-from tests.support.authorize import (  # noqa: F401  (fixtures)
-    REDIRECT,
-    exchange,
-    get_code,
-    person,
-    spa,
-    start,
-)
+from tests.support.authorize import REDIRECT, exchange, get_code, start
 from tests.support.oauth import assert_oauth_error, basic, redirect_params
 
 RACERS = 8

@@ -1,6 +1,5 @@
 """Consent and re-authentication at ``/oauth/authorize``: remembered consent, ``prompt``
 (none, login, consent) and ``max_age`` (OIDC Core §3.1.2.1, §3.1.2.3-3.1.2.4)."""
-# ruff: noqa: F811  (pytest fixtures imported from authorize_helpers)
 
 from __future__ import annotations
 
@@ -11,15 +10,7 @@ from sqlalchemy import select
 
 from authserver.extensions import db
 from authserver.storage.models import AuditEvent, Consent
-from tests.support.authorize import (  # noqa: F401  (fixtures)
-    ISSUER,
-    REDIRECT,
-    exchange,
-    person,
-    sign_in_and_consent,
-    spa,
-    start,
-)
+from tests.support.authorize import ISSUER, REDIRECT, exchange, sign_in_and_consent, start
 from tests.support.oauth import form_fields, redirect_params
 
 

@@ -1,5 +1,4 @@
 """The sign-in page the authorization endpoint sends people to (``/login``)."""
-# ruff: noqa: F811  (pytest fixtures imported from authorize_helpers)
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ from sqlalchemy import select
 
 from authserver.extensions import db
 from authserver.storage.models import AuditEvent, LoginSession
-from tests.support.authorize import person, spa, start  # noqa: F401  (fixtures)
+from tests.support.authorize import start
 from tests.support.oauth import PASSWORD, form_fields, redirect_params
 
 

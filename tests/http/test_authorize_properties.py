@@ -1,6 +1,5 @@
 """Hypothesis: redirect-URI matching (RFC 6749 §3.1.2.3, OAuth 2.1 exact match, RFC 8252
 §7.3 loopback ports) and scope parsing (RFC 6749 §3.3) are languages; test them as such."""
-# ruff: noqa: F811  (pytest fixtures imported from authorize_helpers)
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from authserver.domain import redirect_uris, scopes
 from authserver.domain.errors import ValidationError
-from tests.support.authorize import person, spa, start  # noqa: F401  (fixtures)
+from tests.support.authorize import start
 
 # -- Redirect URIs -------------------------------------------------------------------------
 

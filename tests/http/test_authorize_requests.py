@@ -4,7 +4,6 @@ Until the client and its redirect URI are known to be genuine, an error is shown
 page and the browser is never redirected; after that every error goes back to the client
 with ``error``, the request's ``state`` and ``iss`` (RFC 9207), and never a code.
 """
-# ruff: noqa: F811  (pytest fixtures imported from authorize_helpers)
 
 from __future__ import annotations
 
@@ -13,15 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import pytest
 
 from authserver.domain import pkce
-from tests.support.authorize import (  # noqa: F401  (fixtures)
-    ISSUER,
-    REDIRECT,
-    exchange,
-    person,
-    sign_in_and_consent,
-    spa,
-    start,
-)
+from tests.support.authorize import ISSUER, REDIRECT, exchange, sign_in_and_consent, start
 from tests.support.oauth import redirect_params
 
 CHALLENGE = pkce.s256("x" * 43)

@@ -13,13 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from authserver.domain import user_agents
 from authserver.domain.binding import BindingPolicy, Bound, DeviceContext, mismatches
 from authserver.extensions import db
 from authserver.storage.models import AuditEvent, TokenFamily
 from tests.support.oauth import PASSWORD, assert_oauth_error
+from tests.support.statements import statements_of
 
 IOS_APP = "BankApp/3.2.1 (iPhone; iOS 17.1; Scale/3.00)"
 IOS_APP_UPDATED = "BankApp/3.3.0 (iPhone; iOS 17.2; Scale/3.00)"
@@ -435,38 +436,11 @@ def test_binding_checks_keep_the_refresh_at_three_statements(oauth, app):
     app.extensions["authserver"].clients.ttl = 60
     token = sign_in(oauth, app_client, A).get_json()["refresh_token"]
     token = refresh(oauth, app_client, token, A).get_json()["refresh_token"]
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, *args):
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")):
-            statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        assert refresh(oauth, app_client, token, A).status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    statements = statements_of(app, lambda: refresh(oauth, app_client, token, A))
     assert len(statements) <= 3, statements
 
 
 # -- the CLI ---------------------------------------------------------------------------
-@pytest.fixture
-def run(app):
-    from click.testing import CliRunner
-    from flask.cli import ScriptInfo
-
-    from authserver.cli import cli
-
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app))
-
-    return invoke
-
-
 def test_cli_sets_the_binding_policy(run, oauth, app):
     import json
 

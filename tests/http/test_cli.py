@@ -9,25 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from flask.cli import ScriptInfo
 from sqlalchemy import select
 
-from authserver.cli import cli
 from authserver.extensions import db
 from authserver.storage.models import Client, TokenFamily, User
 from tests.support.oauth import PASSWORD
-
-
-@pytest.fixture
-def run(app):
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(cli, list(args), input=input,
-                             obj=ScriptInfo(create_app=lambda: app))
-
-    return invoke
 
 
 def test_users_create_and_list(run, app):

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 import redis
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from authserver.domain import pkce
 from authserver.extensions import db
@@ -23,6 +23,7 @@ from tests.support import live_server
 from tests.support.docs import doc_blocks
 from tests.support.dpop import ISSUER, TOKEN_URL, USERINFO_URL, ProofKey, ath, hmac_key
 from tests.support.oauth import PASSWORD, BrowserActions, assert_oauth_error, redirect_params
+from tests.support.statements import statements_of
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ALGORITHMS = ["ES256", "RS256", "PS256", "EdDSA"]
@@ -561,23 +562,6 @@ def test_redis_unavailable_fails_closed_with_503(oauth, app, app_client, key):
 
 
 # -- the statement budget --------------------------------------------------------------
-def _statements_for(app, call):
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, *args):
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")):
-            statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        assert call().status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    return statements
-
-
 @pytest.mark.parametrize("settings_overrides", [{"redis_url": REDIS_URL}], ids=["redis"])
 def test_a_dpop_refresh_with_redis_costs_three_statements(oauth, app, app_client, key,
                                                           redis_prefix):
@@ -586,7 +570,7 @@ def test_a_dpop_refresh_with_redis_costs_three_statements(oauth, app, app_client
     svc.clients.ttl = 60  # production path: the client is cached
     token = sign_in(oauth, app_client, key.proof()).get_json()["refresh_token"]
     token = refresh(oauth, app_client, token, key.proof()).get_json()["refresh_token"]
-    statements = _statements_for(app, lambda: refresh(oauth, app_client, token, key.proof()))
+    statements = statements_of(app, lambda: refresh(oauth, app_client, token, key.proof()))
     assert len(statements) <= 3, statements
 
 
@@ -595,7 +579,7 @@ def test_a_dpop_refresh_with_the_database_cache_adds_only_the_jti_insert(oauth, 
     app.extensions["authserver"].clients.ttl = 60
     token = sign_in(oauth, app_client, key.proof()).get_json()["refresh_token"]
     token = refresh(oauth, app_client, token, key.proof()).get_json()["refresh_token"]
-    statements = _statements_for(app, lambda: refresh(oauth, app_client, token, key.proof()))
+    statements = statements_of(app, lambda: refresh(oauth, app_client, token, key.proof()))
     assert len(statements) <= 4, statements
     assert sum("dpop_proof_jtis" in s for s in statements) == 1
 

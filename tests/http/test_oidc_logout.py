@@ -1,5 +1,4 @@
 """OpenID Connect RP-Initiated Logout 1.0 at ``/logout`` (the ``end_session_endpoint``)."""
-# ruff: noqa: F811  (pytest fixtures imported from authorize_helpers)
 
 from __future__ import annotations
 
@@ -7,13 +6,7 @@ import pytest
 
 from authserver.extensions import db
 from authserver.storage.models import LoginSession, TokenFamily
-from tests.support.authorize import (  # noqa: F401  (fixtures)
-    LOGOUT_RETURN,
-    exchange,
-    get_code,
-    person,
-    spa,
-)
+from tests.support.authorize import LOGOUT_RETURN, exchange, get_code
 from tests.support.oauth import BrowserActions, assert_oauth_error, form_fields
 
 

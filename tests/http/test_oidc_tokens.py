@@ -1,6 +1,5 @@
 """OpenID Connect on top of the code flow: ID tokens (OIDC Core §2, §3.1.3.6-3.1.3.8, §12.2),
 refresh tokens and ``offline_access`` (§11), UserInfo (§5.3) and discovery."""
-# ruff: noqa: F811  (pytest fixtures imported from authorize_helpers)
 
 from __future__ import annotations
 
@@ -9,16 +8,12 @@ import hashlib
 
 import pytest
 
-from tests.support.authorize import (  # noqa: F401  (fixtures)
+from tests.support.authorize import (
     ISSUER,
     REDIRECT,
     decode_id_token,
     exchange,
     get_code,
-    person,
-    sign_in_and_consent,
-    spa,
-    start,
 )
 from tests.support.oauth import assert_oauth_error
 

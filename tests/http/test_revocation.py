@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
-from flask.cli import ScriptInfo
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 
-from authserver.cli import cli
 from authserver.domain import clients as domain_clients
 from authserver.extensions import db
 from authserver.storage.models import AuditEvent, TokenFamily
@@ -29,6 +26,7 @@ from tests.support.sessions import (
     revoke,
 )
 from tests.support.sessions import REDIRECT as WEB_REDIRECT
+from tests.support.statements import recorded_statements
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -41,17 +39,6 @@ def setup(oauth):
     resource, secret = oauth.create_client(name="Orders API", grant_types=["client_credentials"],
                                            allow_introspection=True)
     return app_client, resource, secret
-
-
-@pytest.fixture
-def run(app):
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(cli, list(args), input=input,
-                             obj=ScriptInfo(create_app=lambda: app))
-
-    return invoke
 
 
 def inspect(oauth, resource, secret, token, hint=None):
@@ -384,14 +371,6 @@ def test_introspection_needs_a_token(oauth, setup):
                        "invalid_request")
 
 
-def _capture(engine, statements):
-    def listener(conn, cursor, statement, parameters, context, executemany):
-        if "token_families" in statement or "refresh_tokens" in statement:
-            statements.append((statement, parameters))
-    event.listen(engine, "before_cursor_execute", listener)
-    return listener
-
-
 def test_introspection_is_one_indexed_lookup(oauth, setup, app, backend):
     """Each answer reads the token's session once, through primary-key or unique indexes:
     the query plan of each statement searches, never scans
@@ -401,12 +380,10 @@ def test_introspection_is_one_indexed_lookup(oauth, setup, app, backend):
     with app.app_context():
         engine = db.engine
     for token in (pair["access_token"], pair["refresh_token"]):
-        statements: list = []
-        listener = _capture(engine, statements)
-        try:
+        with recorded_statements(app) as recorded:
             assert inspect(oauth, resource, secret, token)["active"] is True
-        finally:
-            event.remove(engine, "before_cursor_execute", listener)
+        statements = [(statement, parameters) for statement, parameters in recorded
+                      if "token_families" in statement or "refresh_tokens" in statement]
         assert len(statements) == 1, statements
         statement, parameters = statements[0]
         with engine.connect() as conn:

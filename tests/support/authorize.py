@@ -1,5 +1,5 @@
-"""Shared pieces of the authorization-code tests: a person in a browser (Flask test client),
-a third-party SPA, PKCE requests and the code exchange."""
+"""Shared pieces of the authorization-code tests: PKCE requests, sign-in and consent, the code
+exchange (the person and the SPA they use are fixtures in tests/http/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import secrets
 from typing import Any
 
 import jwt
-import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -18,24 +17,6 @@ REDIRECT = "https://app.example.com/callback"
 LOGOUT_RETURN = "https://app.example.com/bye"
 ISSUER = "http://127.0.0.1:8000"
 OIDC_SCOPE = "openid profile email offline_access"
-
-
-@pytest.fixture
-def person(app) -> BrowserActions:
-    """Someone with a browser (cookies kept), played by the Flask test client."""
-    return BrowserActions(app.test_client())
-
-
-@pytest.fixture
-def spa(oauth):
-    """A public third-party client (an SPA) allowed OIDC scopes and refresh tokens."""
-    oauth.create_user()
-    record, _ = oauth.create_client(
-        name="Budget Planner", public=True, redirect_uris=[REDIRECT],
-        post_logout_redirect_uris=[LOGOUT_RETURN],
-        scope="openid profile email offline_access read",
-    )
-    return record
 
 
 def start(client, **extra: str | None) -> tuple[dict[str, str], str]:
