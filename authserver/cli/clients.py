@@ -13,6 +13,7 @@ from typing import Any
 import click
 from flask.cli import with_appcontext
 
+from ..domain import client_admin
 from ..domain import clients as domain_clients
 from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
 from ..domain.clients import ClientRecord, ClientSpec
@@ -148,7 +149,7 @@ def create(as_json: bool, **options: Any) -> None:
     """Register a client; print its id and (once, never again) its secret."""
     for name in LIST_OPTIONS:
         options[name] = list(options[name])
-    record, secret = domain_clients.create_client(db.session(), ClientSpec(**options),
+    record, secret = client_admin.create_client(db.session(), ClientSpec(**options),
                                                   actor=ACTOR)
     db.session.commit()
     _print(record, as_json, secret, show_secret=True)
@@ -168,7 +169,7 @@ def update(client_id: str, as_json: bool, **options: Any) -> None:
                if v is not None and v != ()}
     if not changes:
         raise CliError("nothing to change: give at least one option (see --help)")
-    record = domain_clients.update_client(db.session(), client_id, actor=ACTOR, **changes)
+    record = client_admin.update_client(db.session(), client_id, actor=ACTOR, **changes)
     db.session.commit()
     services().clients.forget([client_id])
     _print(record, as_json)
@@ -209,7 +210,7 @@ def rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
     """Give CLIENT_ID a new secret, printed once; the old one works during the overlap."""
     seconds = services().settings.client_secret_overlap if overlap is None else overlap
     now = services().clock()
-    secret = domain_clients.rotate_secret(db.session(), client_id, seconds, actor=ACTOR, now=now)
+    secret = client_admin.rotate_secret(db.session(), client_id, seconds, actor=ACTOR, now=now)
     db.session.commit()
     services().clients.forget([client_id])
     until = (now + dt.timedelta(seconds=seconds)).isoformat() if seconds else None
@@ -228,7 +229,7 @@ def rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
 
 
 def _set_active(client_id: str, active: bool, as_json: bool) -> None:
-    revoked = domain_clients.set_active(db.session(), client_id, active, actor=ACTOR)
+    revoked = client_admin.set_active(db.session(), client_id, active, actor=ACTOR)
     db.session.commit()
     services().clients.forget([client_id])
     if as_json:
@@ -268,7 +269,7 @@ def delete(client_id: str, yes: bool, as_json: bool) -> None:
     if not yes and not click.confirm(f"Delete client {client_id} and all its sessions?",
                                      default=False):
         raise click.exceptions.Abort()
-    revoked = domain_clients.delete_client(db.session(), client_id, actor=ACTOR)
+    revoked = client_admin.delete_client(db.session(), client_id, actor=ACTOR)
     db.session.commit()
     services().clients.forget([client_id])
     if as_json:

@@ -1,5 +1,7 @@
-"""Clients: the immutable record the token endpoint uses, its cache, and the admin
-operations (create, update, rotate the secret, disable, enable, delete).
+"""Clients as the protocol layer sees them: the immutable record (``ClientRecord``), its
+loading (``find_client``, ``get_client``, ``load_client``, ``list_clients``) and the token
+endpoint's per-process cache (``ClientCache``). Read-only: the administration that changes
+a registration is :mod:`.client_admin`.
 
 The rules a registration must satisfy live in :mod:`.client_metadata`, shared by the CLI,
 the registration API and the admin pages; they are re-exported here.
@@ -15,18 +17,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..storage import driver
-from ..storage.models import Client, TokenFamily
-from . import audit, refresh_families, scopes
-from . import secrets as creds
+from ..storage.models import Client
+from . import credentials as creds
+from . import scopes
 from .binding import BindingPolicy
-from .client_metadata import (  # noqa: F401 - re-exported: the clients API in one place
+from .client_metadata import (  # noqa: F401 - re-exported for the CLI, registration API, admin pages
     ACCESS_TTL_BOUNDS,
     ADMIN_SCOPE,
     AUTH_METHODS,
@@ -45,21 +46,21 @@ from .client_metadata import (  # noqa: F401 - re-exported: the clients API in o
     validate_spec,
 )
 from .clock import utcnow
-from .errors import NotFound, ValidationError
+from .errors import NotFound
 
 MAX_CLIENT_ID = 64
 # RFC 6749 Appendix A.1: client-id = *VSCHAR. Nothing else is ever looked up (a NUL, for one,
 # is not even a legal PostgreSQL string).
 _CLIENT_ID = re.compile(r"[\x20-\x7e]{1,64}")
-MAX_SECRET_OVERLAP = 30 * 86_400
-REGISTRATION_TOKEN_PREFIX = "reg_"  # noqa: S105 - a prefix, not a secret
 
 
 @dataclass(frozen=True)
 class ClientRecord:
     """What the protocol layer knows of a client: immutable, safe to cache and share.
 
-    Implements the parts of Authlib's ``ClientMixin`` that its grants call.
+    Its ``get_*`` and ``check_*`` methods are the record's own rules (the secret's overlap,
+    grant types, redirect URIs), named as Authlib's ``ClientMixin`` names them so that
+    Authlib's grants can call them too; nothing here imports Authlib.
     """
 
     client_id: str
@@ -112,7 +113,7 @@ class ClientRecord:
             registration_token_digest=row.registration_token_digest,
         )
 
-    # -- Authlib ClientMixin ---------------------------------------------------------
+    # -- the methods Authlib's grants call (ClientMixin's names) ----------------------
     def get_client_id(self) -> str:
         return self.client_id
 
@@ -173,94 +174,6 @@ class ClientRecord:
                 self.previous_secret_expires_at.isoformat()
                 if self.previous_secret_expires_at else None)
         return data
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who made a change, for the audit trail: ``name`` ("cli", "admin user NAME", "admin
-    client ID", ...) and, for a person signed in to the admin pages, their user id (so the
-    trail filtered by that user shows what they did)."""
-
-    name: str
-    user_id: int | None = None
-
-
-def _audit(session: Session, event: str, client_id: str, actor: Actor | str | None,
-           now: dt.datetime | None = None, **detail: Any) -> None:
-    if isinstance(actor, str):
-        actor = Actor(actor)
-    if actor is not None:
-        detail["actor"] = actor.name
-    audit.record(session, event, client_id=client_id, now=now,
-                 user_id=actor.user_id if actor else None, **detail)
-
-
-def create_client(session: Session, spec: ClientSpec, *, actor: Actor | str | None = None,
-                  now: dt.datetime | None = None) -> tuple[ClientRecord, str | None]:
-    """Register a client; return its record and, for a confidential client, the secret.
-
-    The secret (256 random bits) is returned once and stored only as a SHA-256 digest.
-    """
-    spec = validate_spec(spec)
-    secret = None if spec.public else creds.new_client_secret()
-    now = now or utcnow()
-    row = Client(
-        client_id=creds.new_client_id(),
-        secret_digest=creds.digest(secret) if secret else None,
-        active=True,
-        created_at=now,
-    )
-    _apply(row, spec, now)
-    session.add(row)
-    session.flush()
-    _audit(session, audit.CLIENT_CREATED, row.client_id, actor, now, name=row.name,
-           public=row.public)
-    return ClientRecord.from_model(row), secret
-
-
-def _apply(row: Client, spec: ClientSpec, now: dt.datetime) -> None:
-    """Copy a validated spec onto a row (the column names are the spec's field names)."""
-    for name in SPEC_FIELDS:
-        setattr(row, name, getattr(spec, name))
-    row.updated_at = now
-
-
-def spec_of(record: ClientRecord) -> ClientSpec:
-    """The editable registration of a client, as a spec (for updates)."""
-    policy = record.binding
-    return ClientSpec(
-        name=record.name, public=record.public, first_party=record.first_party,
-        grant_types=list(record.grant_types), redirect_uris=list(record.redirect_uris),
-        post_logout_redirect_uris=list(record.post_logout_redirect_uris),
-        scope=scopes.render(list(record.scope)), access_token_ttl=record.access_token_ttl,
-        refresh_idle_ttl=record.refresh_idle_ttl,
-        refresh_absolute_ttl=record.refresh_absolute_ttl, reuse_grace=record.reuse_grace,
-        bind_device_id=policy.device_id, bind_user_agent=policy.user_agent, bind_ip=policy.ip,
-        require_device_id=policy.require_device_id, on_binding_mismatch=policy.on_mismatch,
-        require_dpop=policy.require_dpop, allow_introspection=record.allow_introspection,
-    )
-
-
-def update_client(session: Session, client_id: str, *, actor: Actor | str | None = None,
-                  **changes: object) -> ClientRecord:
-    """Change a client's registration, validated like a new one (the caller commits).
-
-    Whether a client is public cannot change: a secret would appear or disappear.
-    """
-    row = _row(session, client_id)
-    unknown = [name for name in changes if name not in SPEC_FIELDS or name == "public"]
-    if unknown:
-        raise ValidationError(f"cannot change {unknown[0]}", unknown[0])
-    if not changes:
-        raise ValidationError("nothing to change")
-    before = spec_of(ClientRecord.from_model(row))
-    after = validate_spec(dataclasses.replace(before, **changes))  # type: ignore[arg-type]
-    changed = [name for name in SPEC_FIELDS if getattr(before, name) != getattr(after, name)]
-    if changed:
-        _apply(row, after, utcnow())
-        session.flush()
-        _audit(session, audit.CLIENT_UPDATED, client_id, actor, changed=changed)
-    return ClientRecord.from_model(row)
 
 
 def list_clients(session: Session) -> list[ClientRecord]:
@@ -347,85 +260,3 @@ class ClientCache:
                 for client_id in client_ids:
                     self._entries.pop(client_id, None)
 
-
-def _row(session: Session, client_id: str) -> Client:
-    row = None
-    if valid_client_id(client_id):
-        row = session.scalar(select(Client).where(Client.client_id == client_id))
-    if row is None:
-        raise NotFound(f"no client {client_id[:MAX_CLIENT_ID]!r}")
-    return row
-
-
-def rotate_secret(session: Session, client_id: str, overlap_seconds: int, *,
-                  actor: Actor | str | None = None, now: dt.datetime | None = None) -> str:
-    """A new secret, returned once; the old one stays valid for ``overlap_seconds``.
-
-    Only the secret in use until now survives the overlap: rotating twice in a row ends
-    the one before it at once.
-    """
-    if (isinstance(overlap_seconds, bool) or not isinstance(overlap_seconds, int)
-            or not 0 <= overlap_seconds <= MAX_SECRET_OVERLAP):
-        raise ValidationError(f"overlap must be a whole number of seconds from 0 to "
-                              f"{MAX_SECRET_OVERLAP}", "overlap")
-    row = _row(session, client_id)
-    if row.public:
-        raise ValidationError("a public client has no secret to rotate", "client_id")
-    secret = creds.new_client_secret()
-    now = now or utcnow()
-    row.previous_secret_digest = row.secret_digest if overlap_seconds else None
-    row.previous_secret_expires_at = (now + dt.timedelta(seconds=overlap_seconds)
-                                      if overlap_seconds else None)
-    row.secret_digest = creds.digest(secret)
-    row.updated_at = now
-    _audit(session, audit.CLIENT_SECRET_ROTATED, client_id, actor, now,
-           overlap_seconds=overlap_seconds)
-    return secret
-
-
-def issue_registration_token(session: Session, client_id: str) -> str:
-    """RFC 7592 §1: a registration access token for the client's own record.
-
-    256 random bits behind a recognisable prefix; only its SHA-256 digest is stored, and a
-    new one replaces (and so revokes) the previous one.
-    """
-    token = REGISTRATION_TOKEN_PREFIX + creds.new_client_secret()
-    _row(session, client_id).registration_token_digest = creds.digest(token)
-    return token
-
-
-def set_active(session: Session, client_id: str, active: bool, *,
-               actor: Actor | str | None = None) -> int:
-    """Enable or disable a client; disabling revokes every family it holds (returns how many).
-
-    A disabled client cannot authenticate, so its refresh tokens fail and introspection
-    reports its access tokens inactive. Enabling it again does not revive revoked sessions.
-    """
-    row = _row(session, client_id)
-    row.active = active
-    row.updated_at = utcnow()
-    revoked = 0
-    if not active:
-        revoked = revoke_client_families(session, client_id, reason="client_disabled")
-    _audit(session, audit.CLIENT_ENABLED if active else audit.CLIENT_DISABLED, client_id,
-           actor, families_revoked=revoked)
-    return revoked
-
-
-def revoke_client_families(session: Session, client_id: str, *, reason: str) -> int:
-    """Revoke every live family (session) of the client; return how many."""
-    family_ids = session.scalars(select(TokenFamily.id).where(
-        TokenFamily.client_id == client_id, TokenFamily.revoked_at.is_(None))).all()
-    return sum(refresh_families.revoke_family(session, fid, reason=reason) for fid in family_ids)
-
-
-def delete_client(session: Session, client_id: str, *, actor: Actor | str | None = None) -> int:
-    """Delete a client: its families are revoked (audited), then removed with it by the
-    foreign keys' cascade, with its codes and consents. Returns how many were revoked."""
-    row = _row(session, client_id)
-    revoked = revoke_client_families(session, client_id, reason="client_deleted")
-    _audit(session, audit.CLIENT_DELETED, client_id, actor, families_revoked=revoked,
-           name=row.name)
-    session.flush()
-    session.delete(row)
-    return revoked

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..storage.models import AuthorizationCode, LoginSession, User
 from . import audit, pkce, refresh_families, scopes
-from . import secrets as creds
+from . import credentials as creds
 from .authorization import AuthorizationRequest, issues_refresh_token
 from .binding import DeviceContext
 from .clients import ClientRecord

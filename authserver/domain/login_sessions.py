@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from ..storage.models import LoginSession, User
 from . import audit
-from . import secrets as creds
+from . import credentials as creds
 from .clock import utcnow
 from .sessions import browser_session_public_id
 

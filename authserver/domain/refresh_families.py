@@ -18,37 +18,35 @@ descends from the family's first token. The rules (docs/design.md, "Rotation"):
 The hot path (a successful rotation) reads in autocommit mode, signs holding no lock, then
 writes: two statements on PostgreSQL (the lookup; one statement that claims and inserts),
 three on SQLite (the lookup; the UPDATE and the INSERT inside ``BEGIN IMMEDIATE``).
+
+Here: starting a family, rotating (with the grace retry, reuse detection and the device
+binding checks) and revoking a family. Read-only lookups are :mod:`.refresh_lookup`; the
+cleanup of expired sealed responses is :mod:`.retry_sweeper`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..storage import engine as storage_engine
 from ..storage import refresh_store
 from ..storage.models import RefreshToken, TokenFamily, User
 from . import audit, binding, retry_seal, scopes
-from . import secrets as creds
+from . import credentials as creds
 from .binding import Bound, DeviceContext
+from .clients import ClientRecord
 from .clock import Clock, seconds, utcnow
 from .errors import InvalidRefreshToken, RefreshTokenReused
-
-if TYPE_CHECKING:
-    from .clients import ClientRecord
+from .refresh_lookup import autocommit_connection, expired
 
 NO_CONTEXT = DeviceContext()
-log = logging.getLogger(__name__)
 
 
 class BindingMismatch(InvalidRefreshToken):
@@ -81,9 +79,6 @@ def _expiry(now: dt.datetime, ttl: int, cap: dt.datetime | None) -> dt.datetime 
         return candidate
     return cap if candidate is None or candidate > cap else candidate
 
-
-def _expired(expires_at: dt.datetime | None, now: dt.datetime) -> bool:
-    return expires_at is not None and expires_at <= now
 
 
 def _response(access: dict[str, Any], refresh_token: str | None, scope: list[str]) -> dict:
@@ -161,23 +156,6 @@ def start_family(
     return body
 
 
-def _connection(session: Session) -> Connection:
-    """A pooled connection in autocommit mode, apart from ``session``'s transaction: the
-    hot path reads without taking SQLite's write lock or opening a PostgreSQL
-    transaction (no BEGIN or COMMIT round trips)."""
-    return storage_engine.autocommit(cast(Engine, session.get_bind()).connect())
-
-
-def client_of(session: Session, presented: str | None) -> str | None:
-    """The client a refresh token was issued to, or None (unknown or not a token)."""
-    if not presented or not presented.startswith(creds.REFRESH_TOKEN_PREFIX) \
-            or len(presented) > 256:
-        return None
-    with _connection(session) as connection:
-        row = refresh_store.lookup(connection, creds.digest(presented))
-    return row.client_id if row is not None else None
-
-
 def rotate(
     session: Session,
     *,
@@ -199,7 +177,7 @@ def rotate(
     serves the rare paths: a retry, reuse, a binding mismatch.
     """
     now = clock()
-    with _connection(session) as connection:
+    with autocommit_connection(session) as connection:
         row = refresh_store.lookup(connection, creds.digest(presented))
         if row is None or row.client_id != client.client_id:
             raise InvalidRefreshToken("unknown refresh token")
@@ -227,7 +205,7 @@ def _rotate_unused(
     bound: Bound,
 ) -> dict[str, Any] | None:
     """Rotate a token not yet used: the response body, or None when the claim was lost."""
-    if _expired(row.expires_at, now) or _expired(row.family_expires_at, now):
+    if expired(row.expires_at, now) or expired(row.family_expires_at, now):
         raise InvalidRefreshToken("the refresh token has expired")
     if mismatched:
         _binding_mismatch(session, row.family_id, row.user_id, client, mismatched, bound,
@@ -412,96 +390,3 @@ def revoke_family(
                      client_id=revoked.client_id, family_id=family_id, now=now, cause=reason,
                      device=device.describe(), **({"by": dict(by)} if by else {}))
     return revoked is not None
-
-
-
-def sweep_retry_responses(engine: Engine, now: dt.datetime, batch: int = 500) -> int:
-    """Clear every sealed retry response whose window has passed; return how many.
-
-    In short batches, each its own transaction; on PostgreSQL rows locked by a rotation or
-    another sweeper are skipped, never waited for (no deadlocks between processes). An
-    expired box is never opened anyway (``_retry_or_reuse`` checks the window first):
-    this only keeps the table small.
-    """
-    total = 0
-    while True:
-        with engine.begin() as connection:
-            cleared = refresh_store.sweep_batch(connection, now, batch)
-        total += cleared
-        if cleared < batch:
-            return total
-
-
-class RetrySweeper:
-    """Sweeps expired sealed responses every ``interval`` seconds in a daemon thread.
-
-    Started by the server's workers (``start``), one thread per process, so the cleanup
-    never runs inside a request. Every second, not every few: on SQLite clearing a few
-    thousand boxes at once cost the refreshes around it a third of their throughput
-    (measured: 707/s with a 5 s interval, 875/s with 1 s, 1,027/s with none, one worker).
-    A failed sweep is logged and retried at the next tick.
-    """
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self._pid = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-
-    def start(self, engine: Engine, clock: Clock = utcnow) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._stop.clear()
-            threading.Thread(target=self._run, args=(engine, clock), daemon=True,
-                             name="authserver-retry-sweeper").start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self, engine: Engine, clock: Clock) -> None:
-        while not self._stop.wait(self.interval):
-            self.sweep(engine, clock())
-
-    def sweep(self, engine: Engine, now: dt.datetime) -> int:
-        try:
-            return sweep_retry_responses(engine, now)
-        except DBAPIError:
-            log.warning("sweeping expired retry responses failed; the next sweep retries",
-                        exc_info=True)
-            return 0
-
-
-@dataclass(frozen=True)
-class RefreshTokenInfo:
-    """What introspection and revocation need to know about a presented refresh token."""
-
-    family_id: str
-    client_id: str
-    subject: str
-    scope: str
-    created_at: dt.datetime
-    expires_at: dt.datetime | None
-    dpop_jkt: str | None
-    active: bool
-
-
-def find_refresh_token(session: Session, presented: str, now: dt.datetime
-                       ) -> RefreshTokenInfo | None:
-    """Look a refresh token up by digest (one indexed query); None if unknown."""
-    row = session.execute(refresh_store.LOOKUP,
-                          {"digest": creds.digest(presented)}).one_or_none()
-    if row is None:
-        return None
-    expires = row.expires_at
-    if row.family_expires_at is not None and (expires is None or row.family_expires_at < expires):
-        expires = row.family_expires_at
-    active = (row.rotated_at is None and row.revoked_at is None
-              and row.family_revoked_at is None and row.active
-              and not _expired(expires, now))
-    return RefreshTokenInfo(
-        family_id=row.family_id, client_id=row.client_id, subject=row.subject,
-        scope=row.scope, created_at=row.created_at, expires_at=expires,
-        dpop_jkt=row.dpop_jkt, active=active,
-    )

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from ..storage import engine as storage_engine
 from ..storage.models import User
 from . import audit, passwords, sessions
-from . import secrets as creds
+from . import credentials as creds
 from .clock import utcnow
 from .errors import NotFound, ValidationError
 

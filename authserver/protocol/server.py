@@ -7,7 +7,7 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
 
-from ..domain import refresh_families
+from ..domain import refresh_lookup
 from ..domain.clients import ClientCache, ClientRecord
 from ..extensions import db
 from ..services import services
@@ -54,7 +54,7 @@ class AuthServer(AuthorizationServer):
         client, _ = authenticate_client(
             headers, form, self.clients.get, now=services().clock(),
             reload=self.clients.reload,
-            implied_client_id=lambda: refresh_families.client_of(
+            implied_client_id=lambda: refresh_lookup.client_of(
                 db.session(), form.get("refresh_token")))
         return client
 

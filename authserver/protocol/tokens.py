@@ -8,8 +8,8 @@ from typing import Any
 from ..config import Settings
 from ..crypto import jose
 from ..crypto.keystore import KeyStore
+from ..domain import credentials as creds
 from ..domain import scopes
-from ..domain import secrets as creds
 from ..domain.clients import ClientRecord
 from ..domain.refresh_families import Grant
 

@@ -11,8 +11,8 @@ import threading
 
 from sqlalchemy import func, insert, select
 
+from authserver.domain import credentials as creds
 from authserver.domain import housekeeping, pkce
-from authserver.domain import secrets as creds
 from authserver.extensions import db
 from authserver.storage.models import (
     AuditEvent,

@@ -175,10 +175,10 @@ def test_a_client_without_the_code_grant_is_refused_at_the_token_endpoint(oauth,
     client, _ = oauth.create_client(name="Was a web app", public=True,
                                     redirect_uris=[REDIRECT], scope="read")
     code, verifier = get_code(person, client, scope="read", nonce=None)
-    from authserver.domain import clients
+    from authserver.domain import client_admin
 
     with app.app_context():
-        clients.update_client(db.session, client.client_id, grant_types=["refresh_token",
+        client_admin.update_client(db.session, client.client_id, grant_types=["refresh_token",
                                                                          "password"],
                               first_party=True)
         db.session.commit()

@@ -91,11 +91,11 @@ def test_untrusted_client_or_redirect_uri_shows_an_error_page(person, spa, subte
 
 
 def test_a_disabled_client_shows_an_error_page(person, spa, app):
-    from authserver.domain import clients
+    from authserver.domain import client_admin
     from authserver.extensions import db
 
     with app.app_context():
-        clients.set_active(db.session, spa.client_id, False)
+        client_admin.set_active(db.session, spa.client_id, False)
         db.session.commit()
     params, _ = start(spa)
     assert_error_page(person.authorize(**params), "not registered")

@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from authserver.app import create_app
-from authserver.domain import clients
+from authserver.domain import client_admin
 from authserver.extensions import db
 from tests.support.databases import app_settings
 from tests.support.oauth import OAuthActions, assert_oauth_error, basic
@@ -41,12 +41,12 @@ def test_a_client_disabled_elsewhere_gets_no_new_token(oauth, other_process):
     machine, secret = oauth.create_client(name="machine", grant_types=["client_credentials"])
     assert _client_credentials(oauth, machine.client_id, secret).status_code == 200  # cached
     with other_process.app_context():
-        clients.set_active(db.session, machine.client_id, False)
+        client_admin.set_active(db.session, machine.client_id, False)
         db.session.commit()
     assert_oauth_error(_client_credentials(oauth, machine.client_id, secret), "invalid_client",
                        401)
     with other_process.app_context():
-        clients.set_active(db.session, machine.client_id, True)
+        client_admin.set_active(db.session, machine.client_id, True)
         db.session.commit()
     assert _client_credentials(oauth, machine.client_id, secret).status_code == 200
 
@@ -55,7 +55,7 @@ def test_a_client_deleted_elsewhere_gets_no_new_token(oauth, other_process):
     machine, secret = oauth.create_client(name="machine", grant_types=["client_credentials"])
     assert _client_credentials(oauth, machine.client_id, secret).status_code == 200
     with other_process.app_context():
-        clients.delete_client(db.session, machine.client_id)
+        client_admin.delete_client(db.session, machine.client_id)
         db.session.commit()
     assert_oauth_error(_client_credentials(oauth, machine.client_id, secret), "invalid_client",
                        401)
@@ -67,7 +67,7 @@ def test_a_secret_rotated_elsewhere_works_at_once_and_the_old_one_overlaps(oauth
     web, old = oauth.create_client(name="web", first_party=True, scope="read")
     pair = oauth.login_pair(web, secret=old)
     with other_process.app_context():
-        new = clients.rotate_secret(db.session, web.client_id, 3600)
+        new = client_admin.rotate_secret(db.session, web.client_id, 3600)
         db.session.commit()
     # A refresh (the cached path) authenticates with the new secret, and with the old one.
     for secret in (new, old):
@@ -83,7 +83,7 @@ def test_a_refresh_of_a_client_disabled_elsewhere_is_refused(oauth, other_proces
     app_client = oauth.first_party_app()
     pair = oauth.login_pair(app_client)
     with other_process.app_context():
-        clients.set_active(db.session, app_client.client_id, False)
+        client_admin.set_active(db.session, app_client.client_id, False)
         db.session.commit()
     assert_oauth_error(oauth.refresh(app_client, pair["refresh_token"]), "invalid_grant")
 
@@ -96,7 +96,7 @@ def test_a_secret_withdrawn_elsewhere_fails_at_once_on_refresh(oauth, other_proc
     warm = oauth.refresh(web, pair["refresh_token"], secret=old)  # caches the record, if any
     assert warm.status_code == 200
     with other_process.app_context():
-        clients.rotate_secret(db.session, web.client_id, 0)
+        client_admin.rotate_secret(db.session, web.client_id, 0)
         db.session.commit()
     refused = oauth.refresh(web, warm.get_json()["refresh_token"], secret=old)
     assert_oauth_error(refused, "invalid_client", 401)
@@ -109,7 +109,7 @@ def test_a_client_disabled_elsewhere_cannot_introspect_or_revoke(oauth, other_pr
     assert oauth.client.post("/oauth/introspect", data={"token": "x"},
                              headers=headers).status_code == 200
     with other_process.app_context():
-        clients.set_active(db.session, api.client_id, False)
+        client_admin.set_active(db.session, api.client_id, False)
         db.session.commit()
     for path in ("/oauth/introspect", "/oauth/revoke"):
         response = oauth.client.post(path, data={"token": "x"}, headers=headers)

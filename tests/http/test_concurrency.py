@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
-from authserver.domain import refresh_families
+from authserver.domain import refresh_families, retry_sweeper
 from authserver.extensions import db
 from authserver.storage.models import RefreshToken, TokenFamily
 from tests.support.oauth import assert_oauth_error
@@ -386,7 +386,7 @@ def test_sweepers_of_several_processes_never_wait_on_each_other(oauth, app, cloc
     engine = _engine(app)
     with ThreadPoolExecutor(2) as pool:
         cleared = list(pool.map(
-            lambda _: refresh_families.sweep_retry_responses(engine, clock(), batch=1),
+            lambda _: retry_sweeper.sweep_retry_responses(engine, clock(), batch=1),
             range(2)))
     assert sum(cleared) == 6
     with app.app_context():
@@ -399,8 +399,8 @@ def test_a_failed_sweep_is_logged_and_retried_later(oauth, app, monkeypatch, cap
         raise OperationalError("UPDATE refresh_tokens ...", {},
                                psycopg.errors.DeadlockDetected("deadlock detected"))
 
-    monkeypatch.setattr(refresh_families, "sweep_retry_responses", deadlock)
-    sweeper = refresh_families.RetrySweeper()
+    monkeypatch.setattr(retry_sweeper, "sweep_retry_responses", deadlock)
+    sweeper = retry_sweeper.RetrySweeper()
     assert sweeper.sweep(_engine(app), clock()) == 0
     assert "sweeping expired retry responses failed" in caplog.text
 

@@ -11,7 +11,7 @@ import json
 import pytest
 from sqlalchemy import select, text
 
-from authserver.domain import clients as domain_clients
+from authserver.domain import client_admin
 from authserver.extensions import db
 from authserver.storage.models import AuditEvent, TokenFamily
 from tests.support.oauth import PASSWORD, BrowserActions, assert_oauth_error, basic
@@ -219,7 +219,7 @@ def test_revoke_wants_a_form_body(oauth, setup):
 def test_a_database_outage_is_503_never_a_stack_trace(oauth, setup, monkeypatch, path):
     from sqlalchemy.exc import OperationalError
 
-    from authserver.domain import refresh_families
+    from authserver.domain import refresh_lookup
 
     app_client, resource, secret = setup
     pair = oauth.login_pair(app_client, scope="read")
@@ -227,7 +227,7 @@ def test_a_database_outage_is_503_never_a_stack_trace(oauth, setup, monkeypatch,
     def down(*args, **kwargs):
         raise OperationalError("SELECT 1", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(refresh_families, "find_refresh_token", down)
+    monkeypatch.setattr(refresh_lookup, "find_refresh_token", down)
     response = oauth.client.post(path, data={"token": pair["refresh_token"]},
                                  headers={"Authorization": basic(resource.client_id, secret)})
     body = assert_oauth_error(response, "temporarily_unavailable", 503)
@@ -307,8 +307,8 @@ def test_disabling_a_client_makes_its_tokens_inactive_at_once(oauth, setup, app)
         "Authorization": basic(machine.client_id, machine_secret)}).get_json()["access_token"]
     assert inspect(oauth, resource, secret, machine_token)["active"] is True
     with app.app_context():
-        domain_clients.set_active(db.session, app_client.client_id, False)
-        domain_clients.set_active(db.session, machine.client_id, False)
+        client_admin.set_active(db.session, app_client.client_id, False)
+        client_admin.set_active(db.session, machine.client_id, False)
         db.session.commit()
     for token in (pair["access_token"], pair["refresh_token"], machine_token):
         assert inspect(oauth, resource, secret, token) == {"active": False}
@@ -335,7 +335,7 @@ def test_introspection_permission_table(oauth, setup, app, who, status, error):
                                               grant_types=["client_credentials"])
     if who == "disabled":
         with app.app_context():
-            domain_clients.set_active(db.session, resource.client_id, False)
+            client_admin.set_active(db.session, resource.client_id, False)
             db.session.commit()
     pair = oauth.login_pair(app_client, scope="read")
     data = {"token": pair["access_token"]}

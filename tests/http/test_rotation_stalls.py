@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import PendingRollbackError
 
-from authserver.domain import secrets as creds
+from authserver.domain import credentials as creds
 from authserver.extensions import db
 from authserver.storage.models import RefreshToken, TokenFamily
 from tests.support.oauth import assert_oauth_error

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from authserver.domain import clients, users
+from authserver.domain import client_admin, users
 from authserver.domain.clients import ClientRecord, ClientSpec
 from authserver.extensions import db
 
@@ -51,7 +51,7 @@ class OAuthActions:
     def create_client(self, **spec: Any) -> tuple[ClientRecord, str | None]:
         spec.setdefault("name", "Test app")
         with self.app.app_context():
-            record, secret = clients.create_client(db.session, ClientSpec(**spec))
+            record, secret = client_admin.create_client(db.session, ClientSpec(**spec))
             db.session.commit()
         return record, secret
 
