@@ -8,32 +8,17 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import AppGroup, ScriptInfo
+from flask.cli import ScriptInfo
 
 from ..config import ConfigError
 from ..crypto.keystore import KeyStoreError
-from ..domain.errors import DomainError
+from . import audit, clients, db, keys, serve, users
+from .base import CliError, Group
 
-
-class CliError(click.ClickException):
-    """A one-line error for the operator."""
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"authserver: error: {self.format_message()}", err=True)
-
-
-class Group(AppGroup):
-    """Turns domain and key errors raised by a command into one clear line."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (DomainError, KeyStoreError) as exc:
-            raise CliError(str(exc)) from None
+__all__ = ["CliError", "Group", "cli", "main"]
 
 
 def _create_app() -> Flask:
@@ -45,6 +30,11 @@ def _create_app() -> Flask:
 @click.group(cls=Group)
 def cli() -> None:
     """authserver: OAuth 2.0 authorization server with rotating refresh tokens."""
+
+
+for command in (db.db_group, users.users_group, audit.audit_group, clients.clients_group,
+                keys.keys_group, serve.serve):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,6 +83,3 @@ def _unmigrated(exc: Exception) -> bool:
         return False
     return "no such table" in str(exc.orig) or getattr(exc.orig, "sqlstate", None) == "42P01"
 
-
-# Sub-commands register themselves on ``cli`` when imported.
-from . import audit, clients, db, keys, serve, users  # noqa: E402, F401

@@ -14,7 +14,7 @@ from ..domain import audit
 from ..domain.clock import utcnow
 from ..extensions import db
 from ..storage.models import AuditEvent, User
-from . import CliError, cli
+from .base import CliError, Group
 
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -36,7 +36,7 @@ def parse_since(value: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-@cli.group("audit", cls=type(cli))
+@click.group("audit", cls=Group)
 def audit_group() -> None:
     """The audit trail of security events."""
 

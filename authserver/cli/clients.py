@@ -16,27 +16,18 @@ from flask.cli import with_appcontext
 from ..domain import client_admin
 from ..domain import clients as domain_clients
 from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
+from ..domain.client_metadata import CLIENT_FIELDS, LIST_FIELDS
 from ..domain.clients import ClientRecord, ClientSpec
 from ..domain.errors import ValidationError
 from ..extensions import db
 from ..services import services
-from . import CliError, cli
+from .base import CliError, Group
 
-LIST_OPTIONS = ("grant_types", "redirect_uris", "post_logout_redirect_uris")
+LIST_OPTIONS = LIST_FIELDS
 ACTOR = "cli"
 # A ValidationError names a registration field; the operator typed an option.
-OPTION_NAMES = {
-    "name": "--name", "public": "--public", "first_party": "--first-party",
-    "grant_types": "--grant-type", "redirect_uris": "--redirect-uri",
-    "post_logout_redirect_uris": "--post-logout-redirect-uri", "scope": "--scope",
-    "access_token_ttl": "--access-ttl", "refresh_idle_ttl": "--refresh-idle-ttl",
-    "refresh_absolute_ttl": "--refresh-absolute-ttl", "reuse_grace": "--reuse-grace",
-    "bind_device_id": "--bind-device-id", "bind_user_agent": "--bind-user-agent",
-    "bind_ip": "--bind-ip", "require_device_id": "--require-device-id",
-    "on_binding_mismatch": "--on-binding-mismatch", "require_dpop": "--require-dpop",
-    "allow_introspection": "--allow-introspection", "overlap": "--overlap",
-    "client_id": "CLIENT_ID",
-}
+OPTION_NAMES = {**{f.name: f.option for f in CLIENT_FIELDS},
+                "overlap": "--overlap", "client_id": "CLIENT_ID"}
 
 
 def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,7 +45,7 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@cli.group("clients", cls=type(cli))
+@click.group("clients", cls=Group)
 def clients_group() -> None:
     """OAuth clients."""
 
@@ -175,10 +166,21 @@ def update(client_id: str, as_json: bool, **options: Any) -> None:
     _print(record, as_json)
 
 
-@clients_group.command("show")
-@click.argument("client_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@with_appcontext
+def _client_command(name: str, *options: Callable[[Any], Any]
+                    ) -> Callable[[Callable[..., None]], click.Command]:
+    """``clients NAME CLIENT_ID [OPTIONS] [--json]``, run in the app context."""
+
+    def decorate(function: Callable[..., None]) -> click.Command:
+        function = with_appcontext(function)
+        for option in (*options, click.option("--json", "as_json", is_flag=True,
+                                              help="Print one JSON object."))[::-1]:
+            function = option(function)
+        return clients_group.command(name)(click.argument("client_id")(function))
+
+    return decorate
+
+
+@_client_command("show")
 def show(client_id: str, as_json: bool) -> None:
     """Show CLIENT_ID's registration (never its secret)."""
     _print(domain_clients.get_client(db.session(), client_id), as_json)
@@ -240,29 +242,20 @@ def _set_active(client_id: str, active: bool, as_json: bool) -> None:
         click.echo(f"{client_id} {state}")
 
 
-@clients_group.command("disable")
-@click.argument("client_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@with_appcontext
+@_client_command("disable")
 def disable(client_id: str, as_json: bool) -> None:
     """Disable CLIENT_ID: it cannot authenticate, and every session it holds is revoked."""
     _set_active(client_id, False, as_json)
 
 
-@clients_group.command("enable")
-@click.argument("client_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@with_appcontext
+@_client_command("enable")
 def enable(client_id: str, as_json: bool) -> None:
     """Enable CLIENT_ID again (revoked sessions stay revoked)."""
     _set_active(client_id, True, as_json)
 
 
-@clients_group.command("delete")
-@click.argument("client_id")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@with_appcontext
+@_client_command("delete", click.option("--yes", is_flag=True,
+                                         help="Do not ask for confirmation."))
 def delete(client_id: str, yes: bool, as_json: bool) -> None:
     """Delete CLIENT_ID and every session, code and consent of it."""
     domain_clients.get_client(db.session(), client_id)  # an unknown id fails before asking

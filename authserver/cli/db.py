@@ -6,10 +6,10 @@ import click
 import flask_migrate
 from flask.cli import with_appcontext
 
-from . import cli
+from .base import Group
 
 
-@cli.group("db", cls=type(cli))
+@click.group("db", cls=Group)
 def db_group() -> None:
     """Database schema."""
 

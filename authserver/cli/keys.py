@@ -19,7 +19,7 @@ from ..crypto import jose
 from ..crypto.key_admin import KeyAdmin
 from ..crypto.keystore import SigningKey
 from ..services import services
-from . import cli
+from .base import Group
 
 ALG_CHOICE = click.Choice(jose.SUPPORTED_ALGORITHMS)
 
@@ -47,7 +47,7 @@ def _as_json(key: SigningKey) -> dict[str, Any]:
             "encrypted": key.encrypted}
 
 
-@cli.group("keys", cls=type(cli))
+@click.group("keys", cls=Group)
 def keys_group() -> None:
     """Signing keys: ensure, rotate, activate, list, prune, remove."""
 

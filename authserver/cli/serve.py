@@ -30,7 +30,7 @@ from flask.cli import with_appcontext
 
 from ..extensions import db
 from ..services import services
-from . import CliError, cli
+from .base import CliError
 
 # Python threads per worker process (docs/operators.md, "Serving", has the measurements). A worker
 # takes its share of connections whether or not a thread is free, so up to 3 requests
@@ -209,7 +209,7 @@ def _preflight() -> None:
     db.engine.dispose()
 
 
-@cli.command("serve")
+@click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=_default_workers, show_default="cores, 2 to 8",

@@ -12,10 +12,10 @@ from sqlalchemy import select
 from ..domain import users as domain_users
 from ..extensions import db
 from ..storage.models import User
-from . import CliError, cli
+from .base import CliError, Group
 
 
-@cli.group("users", cls=type(cli))
+@click.group("users", cls=Group)
 def users_group() -> None:
     """Users (resource owners)."""
 
@@ -43,32 +43,29 @@ def create(username: str, password_stdin: bool, email: str | None,
     """Create USERNAME (the password is hashed with argon2id)."""
     password = _read_password(password_stdin)
     user = domain_users.create_user(db.session(), username, password, email=email,
-                                    name=display_name)
-    if admin:
-        domain_users.set_admin(db.session(), user.username, True)  # audited
-    db.session.commit()
+                                    name=display_name, admin=admin)
     role = " as an admin" if admin else ""
     click.echo(f"created user {user.username}{role} (sub {user.subject})")
 
 
-@users_group.command("grant-admin")
-@click.argument("username")
-@with_appcontext
-def grant_admin(username: str) -> None:
-    """Let USERNAME use the admin pages."""
-    domain_users.set_admin(db.session(), username, True)
-    db.session.commit()
-    click.echo(f"{username} is now an admin")
+def _admin_role_command(name: str, admin: bool, summary: str, done: str) -> click.Command:
+    """``users grant-admin`` / ``users revoke-admin``: set USERNAME's admin role (audited)."""
+
+    @users_group.command(name, help=summary)
+    @click.argument("username")
+    @with_appcontext
+    def command(username: str) -> None:
+        domain_users.set_admin(db.session(), username, admin)
+        click.echo(f"{username} {done}")
+
+    return command
 
 
-@users_group.command("revoke-admin")
-@click.argument("username")
-@with_appcontext
-def revoke_admin(username: str) -> None:
-    """Take the admin role away from USERNAME."""
-    domain_users.set_admin(db.session(), username, False)
-    db.session.commit()
-    click.echo(f"{username} is no longer an admin")
+grant_admin = _admin_role_command("grant-admin", True, "Let USERNAME use the admin pages.",
+                                  "is now an admin")
+revoke_admin = _admin_role_command("revoke-admin", False,
+                                   "Take the admin role away from USERNAME.",
+                                   "is no longer an admin")
 
 
 @users_group.command("deactivate")
@@ -78,7 +75,6 @@ def deactivate(username: str) -> None:
     """Deactivate USERNAME: every device of theirs is signed out (every refresh-token
     family revoked, every browser sign-in ended) and they can no longer sign in."""
     revoked = domain_users.deactivate_user(db.session(), username, by={"via": "cli"})
-    db.session.commit()
     click.echo(f"deactivated {username}; revoked {revoked} session(s)")
 
 
@@ -90,7 +86,6 @@ def reset_password(username: str, password_stdin: bool) -> None:
     """Set USERNAME's password; every session and signed-in browser of theirs ends."""
     password = _read_password(password_stdin)
     revoked = domain_users.reset_password(db.session(), username, password, by={"via": "cli"})
-    db.session.commit()
     click.echo(f"password of {username} reset; revoked {revoked} session(s)")
 
 
