@@ -79,8 +79,9 @@ def record(
     now: dt.datetime | None = None,
     **detail: Any,
 ) -> None:
-    """Add an event to the current transaction (the caller commits). ``session`` may be a
-    Connection in a transaction of its own (the refresh claim binding a family's key)."""
+    """Add an event to the current transaction. ``session`` may be a Connection in a
+    transaction of its own (the refresh claim binding a family's key). Joins the caller's
+    transaction; only called from the domain."""
     session.execute(
         insert(AuditEvent).values(
             created_at=now or utcnow(),

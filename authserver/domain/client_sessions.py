@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..storage.models import RefreshToken, TokenFamily, User
-from . import user_agents
+from . import refresh_families, user_agents
 from .clock import utcnow
 
 
@@ -81,3 +81,12 @@ def belongs_to(session: Session, family_id: str, client_id: str) -> bool:
         return False
     owner = session.scalar(select(TokenFamily.client_id).where(TokenFamily.id == family_id))
     return owner == client_id
+
+
+def revoke(session: Session, family_id: str, *, reason: str,
+           now: dt.datetime | None = None) -> bool:
+    """An admin ends one of a client's sessions (``belongs_to`` says which are its): the
+    family and every token in it. True if it was live. Commits."""
+    revoked = refresh_families.revoke_family(session, family_id, reason=reason, now=now)
+    session.commit()
+    return revoked

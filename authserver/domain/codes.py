@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from ..storage.models import AuthorizationCode, LoginSession, User
-from . import audit, pkce, refresh_families, scopes
+from . import audit, consents, pkce, refresh_families, scopes
 from . import credentials as creds
 from .authorization import AuthorizationRequest, issues_refresh_token
 from .binding import DeviceContext
@@ -37,9 +37,13 @@ def issue(
     user_id: int,
     login_session_id: str | None,
     auth_time: Any,
+    grant_consent: bool = False,
     clock: Clock = utcnow,
 ) -> str:
-    """Store a new code's digest (the caller commits); return the code."""
+    """Store a new code's digest; return the code. With ``grant_consent`` the user's
+    consent to the request's scope is remembered in the same transaction. Commits."""
+    if grant_consent:
+        consents.grant(session, user_id, request.client.client_id, request.scope)
     now = clock()
     code = secrets.token_urlsafe(32)
     session.execute(
@@ -58,6 +62,7 @@ def issue(
             expires_at=now + seconds(CODE_TTL),
         )
     )
+    session.commit()
     return code
 
 
@@ -72,7 +77,8 @@ def redeem(
     context: DeviceContext = refresh_families.NO_CONTEXT,
     clock: Clock = utcnow,
 ) -> dict[str, Any]:
-    """Exchange a code for tokens (a new family); commit; return the token response body."""
+    """Exchange a code for tokens (a new family); return the token response body. Commits
+    (a failed exchange too: the code is burnt)."""
     now = clock()
     digest = creds.digest(code)
     row = session.execute(

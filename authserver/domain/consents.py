@@ -25,7 +25,8 @@ def covers(session: Session, user_id: int, client_id: str, requested: Sequence[s
 
 
 def grant(session: Session, user_id: int, client_id: str, requested: Sequence[str]) -> None:
-    """Remember the grant, adding to what was granted before (the caller commits)."""
+    """Remember the grant, adding to what was granted before. Joins the caller's
+    transaction (``codes.issue``); only called from the domain."""
     now = utcnow()
     audit.record(session, CONSENT_GRANTED, user_id=user_id, client_id=client_id, now=now,
                  scope=scopes.render(list(requested)))
@@ -49,6 +50,7 @@ def grant(session: Session, user_id: int, client_id: str, requested: Sequence[st
 
 def record_denial(session: Session, user_id: int, client_id: str,
                   requested: Sequence[str]) -> None:
-    """Audit a refusal; nothing granted earlier is taken back (the caller commits)."""
+    """Audit a refusal; nothing granted earlier is taken back. Commits."""
     audit.record(session, CONSENT_DENIED, user_id=user_id, client_id=client_id,
                  scope=scopes.render(list(requested)))
+    session.commit()

@@ -3,20 +3,45 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..storage.models import LoginSession, User
-from . import audit
+from . import audit, users
 from . import credentials as creds
-from .clock import utcnow
+from .clock import Clock, utcnow
 from .sessions import browser_session_public_id
 
 
-def start(session: Session, user: User, *, user_agent: str | None, ip: str | None,
-          now: dt.datetime | None = None) -> LoginSession:
-    """Record a successful sign-in (the caller commits)."""
+def sign_in(session: Session, username: str, password: str, *, user_agent: str,
+            ip: str | None, bind: Callable[[LoginSession], None],
+            clock: Clock = utcnow) -> users.SignInAttempt:
+    """A person signs in at the sign-in page. One transaction; commits.
+
+    The password is checked holding no transaction (``users.check_sign_in``; an empty
+    username or password is refused without a look-up). A failure is audited. On success
+    the browser sign-in is recorded and ``bind`` ties the browser to it: ``bind`` runs
+    before the commit, so whatever it reads is read in this transaction (after the commit
+    a read would begin another one; on SQLite: take the write lock again to the end of the
+    request). Raises ``passwords.Busy`` having written nothing.
+    """
+    attempt = (users.check_sign_in(session, username, password) if username and password
+               else users.SignInAttempt(None, None, "missing_credentials"))
+    if attempt.user is None:
+        audit.record(session, audit.SIGN_IN_FAILED, user_id=attempt.account_id,
+                     cause=attempt.failure, ip=ip, user_agent=user_agent[:200],
+                     via="login_page")
+    else:
+        bind(_start(session, attempt.user, user_agent=user_agent, ip=ip, now=clock()))
+    session.commit()
+    return attempt
+
+
+def _start(session: Session, user: User, *, user_agent: str | None, ip: str | None,
+           now: dt.datetime | None = None) -> LoginSession:
+    """Record a successful sign-in."""
     now = now or utcnow()
     row = LoginSession(id=creds.new_family_id(), user_id=user.id, auth_time=now,
                        created_at=now, user_agent=(user_agent or "")[:512] or None, ip=ip)

@@ -10,7 +10,9 @@ way a person thinks of them, one entry per device:
   sign-in has already ended) as a device of its own.
 
 Signing a device out ends everything in that entry: the browser sign-in and every family
-under it, or the one family. The caller commits.
+under it, or the one family. The ``sign_out*`` functions and ``revoke_for_client`` are each
+one transaction and commit; the ``end_*`` functions join the caller's transaction and are
+only called from the domain.
 """
 
 from __future__ import annotations
@@ -195,9 +197,18 @@ def find_device(devices: Iterable[DeviceSession], device_id: str) -> DeviceSessi
     return next((d for d in devices if d.id == device_id), None)
 
 
+def sign_out_device(session: Session, user_id: int, device: DeviceSession, *, reason: str,
+                    now: dt.datetime | None = None, by: Mapping[str, Any] | None = None
+                    ) -> None:
+    """Sign one device out: its browser sign-in (if any) and every family in it. Commits."""
+    end_device(session, user_id, device, reason=reason, now=now, by=by)
+    session.commit()
+
+
 def end_device(session: Session, user_id: int, device: DeviceSession, *, reason: str,
                now: dt.datetime | None = None, by: Mapping[str, Any] | None = None) -> None:
-    """Sign one device out: its browser sign-in (if any) and every family in it."""
+    """Sign one device out: its browser sign-in (if any) and every family in it. Joins the
+    caller's transaction; only called from the domain."""
     now = now or utcnow()
     for family_id in device.family_ids:
         refresh_families.revoke_family(session, family_id, reason=reason, now=now, by=by)
@@ -209,7 +220,8 @@ def end_device(session: Session, user_id: int, device: DeviceSession, *, reason:
 def end_browser_sign_in(session: Session, user_id: int, login_session_id: str, *, reason: str,
                         now: dt.datetime | None = None,
                         by: Mapping[str, Any] | None = None) -> bool:
-    """End one browser sign-in and audit it; False if it had already ended."""
+    """End one browser sign-in and audit it; False if it had already ended. Joins the
+    caller's transaction; only called from the domain."""
     now = now or utcnow()
     ended = session.execute(
         update(LoginSession)
@@ -232,16 +244,37 @@ def sign_out(session: Session, user_id: int, device_id: str, *, reason: str,
              now: dt.datetime | None = None, by: Mapping[str, Any] | None = None
              ) -> DeviceSession | None:
     """Sign out one of the user's own devices by its public id; None if it is not theirs
-    (or no longer signed in): another user's session is indistinguishable from none."""
+    (or no longer signed in): another user's session is indistinguishable from none.
+    Commits (when it signed a device out)."""
     now = now or utcnow()
     device = find_device(list_for_user(session, user_id, now), device_id[:64])
     if device is None:
         return None
     end_device(session, user_id, device, reason=reason, now=now, by=by)
+    session.commit()
     return device
 
 
 def sign_out_all(
+    session: Session,
+    user_id: int,
+    *,
+    reason: str,
+    keep_login_session: str | None = None,
+    keep_family: str | None = None,
+    now: dt.datetime | None = None,
+    by: Mapping[str, Any] | None = None,
+) -> int:
+    """Sign out every device of the user but the current one (``end_all_devices``); return
+    how many. Commits."""
+    count = end_all_devices(session, user_id, reason=reason,
+                            keep_login_session=keep_login_session, keep_family=keep_family,
+                            now=now, by=by)
+    session.commit()
+    return count
+
+
+def end_all_devices(
     session: Session,
     user_id: int,
     *,
@@ -256,7 +289,8 @@ def sign_out_all(
     The current device is the one holding ``keep_login_session`` (a browser, with the
     apps signed in through it) or ``keep_family`` (an app; if it signed in through a
     live browser sign-in, that whole device is kept). Families that expired but were
-    never revoked are revoked too, so that nothing of the user stays usable.
+    never revoked are revoked too, so that nothing of the user stays usable. Joins the
+    caller's transaction; only called from the domain.
     """
     now = now or utcnow()
     devices = list_for_user(session, user_id, now, current_login_session=keep_login_session,
@@ -289,8 +323,24 @@ def client_active(session: Session, client_id: str) -> bool:
 def revoke_for_client(session: Session, family_id: str, client_id: str, *, reason: str,
                       now: dt.datetime | None = None, by: Mapping[str, Any] | None = None
                       ) -> bool:
-    """Revoke a family only if it was issued to ``client_id`` (RFC 7009 §2.1)."""
+    """Revoke a family only if it was issued to ``client_id`` (RFC 7009 §2.1). Commits
+    (when it revoked it)."""
     owner = session.scalar(select(TokenFamily.client_id).where(TokenFamily.id == family_id))
     if owner != client_id:
         return False
-    return refresh_families.revoke_family(session, family_id, reason=reason, now=now, by=by)
+    revoked = refresh_families.revoke_family(session, family_id, reason=reason, now=now, by=by)
+    if revoked:
+        session.commit()
+    return revoked
+
+
+def sign_out_browser(session: Session, user_id: int | None, login_session_id: str | None,
+                     family_id: str | None, *, reason: str,
+                     now: dt.datetime | None = None) -> None:
+    """Sign-out at ``/logout``: this browser's sign-in (if any) ends, and the application
+    sign-in (family) the ID token hint names (if any) is revoked. Commits."""
+    if user_id is not None and login_session_id is not None:
+        end_browser_sign_in(session, user_id, login_session_id, reason=reason, now=now)
+    if family_id is not None:
+        refresh_families.revoke_family(session, family_id, reason=reason, now=now)
+    session.commit()

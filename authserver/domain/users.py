@@ -5,17 +5,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ..storage import engine as storage_engine
 from ..storage.models import User
-from . import audit, passwords, sessions
+from . import audit, passwords, refresh_families, sessions
 from . import credentials as creds
-from .clock import utcnow
+from .binding import DeviceContext
+from .clock import Clock, utcnow
 from .errors import NotFound, ValidationError
+
+if TYPE_CHECKING:
+    from .clients import ClientRecord
 
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}$")
 
@@ -27,8 +31,10 @@ def create_user(
     *,
     email: str | None = None,
     name: str | None = None,
+    admin: bool = False,
 ) -> User:
-    """Add a user with an argon2id password hash (the caller commits)."""
+    """Add a user with an argon2id password hash (an admin when ``admin``, audited too).
+    Commits."""
     if not _USERNAME.match(username):
         raise ValidationError(
             "username must be 1-150 characters: letters, digits and . _ @ + -", "username"
@@ -51,6 +57,9 @@ def create_user(
     session.add(user)
     session.flush()
     audit.record(session, audit.USER_CREATED, user_id=user.id)
+    if admin:
+        _set_admin(session, user, True)
+    session.commit()
     return user
 
 
@@ -119,8 +128,9 @@ def check_sign_in(session: Session, username: str, password: str) -> SignInAttem
        that was verified: a deactivation or password change in between wins. A new hash
        is stored in that transaction.
 
-    The caller records the outcome and commits. On failure before step 3 the session has
-    not been touched: the caller's audit event is the whole transaction.
+    Joins the caller's transaction; only called from the domain (``password_grant``,
+    ``login_sessions.sign_in``), which records the outcome and commits. On failure before
+    step 3 the session has not been touched: the audit event is the whole transaction.
     """
     # Only a well-formed name is looked up (PostgreSQL rejects NUL bytes in a query: a 500).
     well_formed = bool(username) and _USERNAME.fullmatch(username) is not None
@@ -151,18 +161,52 @@ def check_sign_in(session: Session, username: str, password: str) -> SignInAttem
     return SignInAttempt(user, user.id, None)
 
 
+def password_grant(
+    session: Session,
+    username: str,
+    password: str,
+    *,
+    client: ClientRecord,
+    scope: list[str],
+    context: DeviceContext,
+    issue: refresh_families.IssueAccessToken,
+    with_refresh_token: bool,
+    bind_dpop: bool,
+    clock: Clock = utcnow,
+) -> dict[str, Any] | None:
+    """An app signs its user in with a password (RFC 6749 §4.3): the token response body of
+    a new family, or None when the sign-in failed (audited). One transaction; commits.
+    Raises ``passwords.Busy`` having written nothing."""
+    attempt = check_sign_in(session, username, password)
+    if attempt.user is None:
+        audit.record(session, audit.SIGN_IN_FAILED, user_id=attempt.account_id,
+                     client_id=client.client_id, grant_type="password",
+                     cause=attempt.failure, device=context.describe())
+        session.commit()
+        return None
+    audit.record(session, audit.SIGN_IN_SUCCEEDED, user_id=attempt.user.id,
+                 client_id=client.client_id, grant_type="password",
+                 device=context.describe())
+    return refresh_families.start_family(  # commits
+        session, client=client, user=attempt.user, scope=scope, grant_type="password",
+        issue=issue, with_refresh_token=with_refresh_token, context=context,
+        bind_dpop=bind_dpop, clock=clock)
+
+
 def deactivate_user(session: Session, username: str, *,
                     by: Mapping[str, Any] | None = None) -> int:
     """Deactivate a user: every device is signed out (every family revoked, every browser
     sign-in ended) and no new sign-in, refresh or active introspection is possible.
-    Returns how many devices were signed out (the caller commits)."""
+    Returns how many devices were signed out. Commits."""
     user = find_user(session, username)
     now = utcnow()
     user.active = False
     user.deactivated_at = user.deactivated_at or now
-    revoked = sessions.sign_out_all(session, user.id, reason="user_deactivated", now=now, by=by)
+    revoked = sessions.end_all_devices(session, user.id, reason="user_deactivated", now=now,
+                                       by=by)
     audit.record(session, audit.USER_DEACTIVATED, user_id=user.id, now=now,
                  devices_signed_out=revoked, **audit.by_detail(by))
+    session.commit()
     return revoked
 
 
@@ -179,8 +223,8 @@ def change_password(session: Session, user: User, current: str, new_password: st
     """The user changes their password: every other device is signed out.
 
     The browser sign-in the change was made from stays, with the apps signed in through
-    it; every other family and browser sign-in ends (the caller commits). Returns the
-    number of devices signed out.
+    it; every other family and browser sign-in ends. Returns the number of devices signed
+    out. Commits.
 
     argon2 (verifying the current password, hashing the new one) runs with no transaction
     open: the one ``session`` has open, which read the signed-in user, is committed first
@@ -199,16 +243,17 @@ def change_password(session: Session, user: User, current: str, new_password: st
     if locked is None or locked.password_hash != stored:
         raise ValidationError("the password was changed meanwhile", "current_password")
     locked.password_hash, locked.password_changed_at = new_hash, utcnow()
-    revoked = sessions.sign_out_all(session, locked.id, reason="password_changed",
-                                    keep_login_session=login_session_id, by=by)
+    revoked = sessions.end_all_devices(session, locked.id, reason="password_changed",
+                                       keep_login_session=login_session_id, by=by)
     audit.record(session, audit.PASSWORD_CHANGED, user_id=locked.id, devices_signed_out=revoked,
                  **audit.by_detail(by))
+    session.commit()
     return revoked
 
 
 def reset_password(session: Session, username: str, new_password: str, *,
                    by: Mapping[str, Any] | None = None) -> int:
-    """An operator sets a new password: every device is signed out (the caller commits).
+    """An operator sets a new password: every device is signed out. Commits.
 
     The new password is hashed before the transaction begins."""
     account = _find_account(session, username)
@@ -219,14 +264,20 @@ def reset_password(session: Session, username: str, new_password: str, *,
     if user is None:
         raise NotFound(f"no user {username!r}")
     user.password_hash, user.password_changed_at = new_hash, utcnow()
-    revoked = sessions.sign_out_all(session, user.id, reason="password_reset", by=by)
+    revoked = sessions.end_all_devices(session, user.id, reason="password_reset", by=by)
     audit.record(session, audit.PASSWORD_RESET, user_id=user.id, devices_signed_out=revoked,
                  **audit.by_detail(by))
+    session.commit()
     return revoked
 
 
 def set_admin(session: Session, username: str, admin: bool) -> None:
-    user = find_user(session, username)
+    """Grant or take away the admin role, audited. Commits."""
+    _set_admin(session, find_user(session, username), admin)
+    session.commit()
+
+
+def _set_admin(session: Session, user: User, admin: bool) -> None:
     user.is_admin = admin
     audit.record(session, audit.ADMIN_GRANTED if admin else audit.ADMIN_REVOKED,
                  user_id=user.id)

@@ -17,7 +17,7 @@ from flask import g
 from flask import request as http_request
 from sqlalchemy.exc import DBAPIError
 
-from ..domain import audit, codes, passwords, refresh_families, scopes, users
+from ..domain import codes, passwords, refresh_families, scopes, users
 from ..domain.binding import DeviceContext, normalise_ip, valid_device_id
 from ..domain.clients import ClientRecord
 from ..domain.errors import InvalidRefreshToken, ScopeNotGranted
@@ -126,38 +126,29 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
         self.request.client = client
         self.granted_scope = _scope_for(client, self.request.form.get("scope"))
         self.context = _device_context(client, signing_in=True)
-        # No transaction is open yet (client and DPoP checks read in autocommit mode), and
-        # none is while argon2 runs; the writes that follow are one short transaction.
-        try:
-            attempt = users.check_sign_in(db.session(), username, password)
-        except passwords.Busy:
-            raise self.Busy(description="too many sign-ins at once; try again shortly"
-                            ) from None
-        if attempt.user is None:
-            audit.record(db.session(), audit.SIGN_IN_FAILED, user_id=attempt.account_id,
-                         client_id=client.client_id, grant_type=self.GRANT_TYPE,
-                         cause=attempt.failure, device=self.context.describe())
-            db.session.commit()
-            raise oauth_error(InvalidGrantError, "invalid username or password")
-        self.request.user = attempt.user
+        self.credentials = (username, password)
 
     def create_token_response(self) -> Response:
         client: ClientRecord = self.request.client
-        audit.record(db.session(), audit.SIGN_IN_SUCCEEDED, user_id=self.request.user.id,
-                     client_id=client.client_id, grant_type=self.GRANT_TYPE,
-                     device=self.context.describe())
-        body = refresh_families.start_family(
-            db.session(),
-            client=client,
-            user=self.request.user,
-            scope=self.granted_scope,
-            grant_type=self.GRANT_TYPE,
-            issue=services().tokens.for_grant,
-            with_refresh_token=client.check_grant_type("refresh_token"),
-            context=self.context,
-            bind_dpop=client.public,  # RFC 9449 §5: public clients' refresh tokens are bound
-            clock=services().clock,
-        )
+        username, password = self.credentials
+        # No transaction is open yet (client and DPoP checks read in autocommit mode), and
+        # none is while argon2 runs; the writes that follow are one short transaction.
+        try:
+            body = users.password_grant(
+                db.session(), username, password,
+                client=client,
+                scope=self.granted_scope,
+                context=self.context,
+                issue=services().tokens.for_grant,
+                with_refresh_token=client.check_grant_type("refresh_token"),
+                bind_dpop=client.public,  # RFC 9449 §5: public clients' refresh tokens are bound
+                clock=services().clock,
+            )
+        except passwords.Busy:
+            raise self.Busy(description="too many sign-ins at once; try again shortly"
+                            ) from None
+        if body is None:
+            raise oauth_error(InvalidGrantError, "invalid username or password")
         return 200, body, self.TOKEN_RESPONSE_HEADER
 
 
