@@ -54,7 +54,28 @@ def create_client(session: Session, spec: ClientSpec, *, actor: Actor | str | No
     """Register a client; return its record and, for a confidential client, the secret.
 
     The secret (256 random bits) is returned once and stored only as a SHA-256 digest.
+    Commits.
     """
+    row, secret = _create(session, spec, actor, now)
+    record = ClientRecord.from_model(row)
+    session.commit()
+    return record, secret
+
+
+def register_client(session: Session, spec: ClientSpec, *, actor: Actor | str | None = None,
+                    now: dt.datetime | None = None) -> tuple[ClientRecord, str | None, str]:
+    """RFC 7591 §3: ``create_client`` and ``issue_registration_token`` in one transaction;
+    the record, the secret (None for a public client) and the registration access token.
+    Commits."""
+    row, secret = _create(session, spec, actor, now)
+    record = ClientRecord.from_model(row)
+    token = issue_registration_token(session, record.client_id)
+    session.commit()
+    return record, secret, token
+
+
+def _create(session: Session, spec: ClientSpec, actor: Actor | str | None,
+            now: dt.datetime | None) -> tuple[Client, str | None]:
     spec = validate_spec(spec)
     secret = None if spec.public else creds.new_client_secret()
     now = now or utcnow()
@@ -69,7 +90,7 @@ def create_client(session: Session, spec: ClientSpec, *, actor: Actor | str | No
     session.flush()
     _audit(session, audit.CLIENT_CREATED, row.client_id, actor, now, name=row.name,
            public=row.public)
-    return ClientRecord.from_model(row), secret
+    return row, secret
 
 
 def _apply(row: Client, spec: ClientSpec, now: dt.datetime) -> None:
@@ -97,7 +118,7 @@ def spec_of(record: ClientRecord) -> ClientSpec:
 
 def update_client(session: Session, client_id: str, *, actor: Actor | str | None = None,
                   **changes: object) -> ClientRecord:
-    """Change a client's registration, validated like a new one (the caller commits).
+    """Change a client's registration, validated like a new one. Commits.
 
     Whether a client is public cannot change: a secret would appear or disappear.
     """
@@ -114,7 +135,9 @@ def update_client(session: Session, client_id: str, *, actor: Actor | str | None
         _apply(row, after, utcnow())
         session.flush()
         _audit(session, audit.CLIENT_UPDATED, client_id, actor, changed=changed)
-    return ClientRecord.from_model(row)
+    record = ClientRecord.from_model(row)
+    session.commit()
+    return record
 
 
 def _row(session: Session, client_id: str) -> Client:
@@ -131,7 +154,7 @@ def rotate_secret(session: Session, client_id: str, overlap_seconds: int, *,
     """A new secret, returned once; the old one stays valid for ``overlap_seconds``.
 
     Only the secret in use until now survives the overlap: rotating twice in a row ends
-    the one before it at once.
+    the one before it at once. Commits.
     """
     if (isinstance(overlap_seconds, bool) or not isinstance(overlap_seconds, int)
             or not 0 <= overlap_seconds <= MAX_SECRET_OVERLAP):
@@ -149,6 +172,7 @@ def rotate_secret(session: Session, client_id: str, overlap_seconds: int, *,
     row.updated_at = now
     _audit(session, audit.CLIENT_SECRET_ROTATED, client_id, actor, now,
            overlap_seconds=overlap_seconds)
+    session.commit()
     return secret
 
 
@@ -156,7 +180,8 @@ def issue_registration_token(session: Session, client_id: str) -> str:
     """RFC 7592 §1: a registration access token for the client's own record.
 
     256 random bits behind a recognisable prefix; only its SHA-256 digest is stored, and a
-    new one replaces (and so revokes) the previous one.
+    new one replaces (and so revokes) the previous one. Joins the caller's transaction
+    (``register_client``); only called from the domain.
     """
     token = REGISTRATION_TOKEN_PREFIX + creds.new_client_secret()
     _row(session, client_id).registration_token_digest = creds.digest(token)
@@ -169,20 +194,28 @@ def set_active(session: Session, client_id: str, active: bool, *,
 
     A disabled client cannot authenticate, so its refresh tokens fail and introspection
     reports its access tokens inactive. Enabling it again does not revive revoked sessions.
+    Commits.
     """
     row = _row(session, client_id)
     row.active = active
     row.updated_at = utcnow()
     revoked = 0
     if not active:
-        revoked = revoke_client_families(session, client_id, reason="client_disabled")
+        revoked = _revoke_families(session, client_id, reason="client_disabled")
     _audit(session, audit.CLIENT_ENABLED if active else audit.CLIENT_DISABLED, client_id,
            actor, families_revoked=revoked)
+    session.commit()
     return revoked
 
 
 def revoke_client_families(session: Session, client_id: str, *, reason: str) -> int:
-    """Revoke every live family (session) of the client; return how many."""
+    """Revoke every live family (session) of the client; return how many. Commits."""
+    revoked = _revoke_families(session, client_id, reason=reason)
+    session.commit()
+    return revoked
+
+
+def _revoke_families(session: Session, client_id: str, *, reason: str) -> int:
     family_ids = session.scalars(select(TokenFamily.id).where(
         TokenFamily.client_id == client_id, TokenFamily.revoked_at.is_(None))).all()
     return sum(refresh_families.revoke_family(session, fid, reason=reason) for fid in family_ids)
@@ -190,11 +223,13 @@ def revoke_client_families(session: Session, client_id: str, *, reason: str) -> 
 
 def delete_client(session: Session, client_id: str, *, actor: Actor | str | None = None) -> int:
     """Delete a client: its families are revoked (audited), then removed with it by the
-    foreign keys' cascade, with its codes and consents. Returns how many were revoked."""
+    foreign keys' cascade, with its codes and consents. Returns how many were revoked.
+    Commits."""
     row = _row(session, client_id)
-    revoked = revoke_client_families(session, client_id, reason="client_deleted")
+    revoked = _revoke_families(session, client_id, reason="client_deleted")
     _audit(session, audit.CLIENT_DELETED, client_id, actor, families_revoked=revoked,
            name=row.name)
     session.flush()
     session.delete(row)
+    session.commit()
     return revoked
