@@ -124,16 +124,3 @@ def clock(app: Flask) -> FakeClock:
     fake = FakeClock()
     app.extensions["authserver"].clock = fake
     return fake
-
-
-@pytest.fixture
-def browser():
-    """A real headless Chromium (tests/support/browser.py). Fails, never skips, where it is missing:
-    CI must run the browser tests."""
-    from tests.support import browser as chromium
-
-    reason = chromium.missing()
-    if reason:
-        pytest.fail(reason)
-    with chromium.chromium() as driver:
-        yield driver

@@ -21,7 +21,7 @@ from tests.support.browser import click_through, fill
 from tests.support.browser import wait_for as _wait_for
 from tests.support.oauth import PASSWORD
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("admin")]
+pytestmark = pytest.mark.xdist_group("admin")
 
 REDIRECT = "https://partner.example.com/cb"
 # Screenshots for a person to look at (admin.png: the client list).

@@ -30,7 +30,7 @@ from tests.support.browser import fill, wait_for
 from tests.support.docs import doc_blocks
 from tests.support.oauth import PASSWORD
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("authorize")]
+pytestmark = pytest.mark.xdist_group("authorize")
 
 SCOPE = "openid profile email offline_access"
 

@@ -17,7 +17,7 @@ from tests.support import live_server
 from tests.support.oauth import PASSWORD
 from tests.support.sessions import ANDROID_APP, FIREFOX_MAC, IPHONE_APP
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("sessions")]
+pytestmark = pytest.mark.xdist_group("sessions")
 
 SCREENSHOT = "/tmp/sessions.png"  # noqa: S108 - a fixed place to look at the page
 

@@ -23,7 +23,7 @@ from tests.support import live_server
 from tests.support.databases import backend_database
 from tests.support.oauth import PASSWORD
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("authorize")]
+pytestmark = pytest.mark.xdist_group("authorize")
 
 NATIVE_REDIRECT = "http://127.0.0.1/callback"  # registered; any port at request time
 SCOPE = "openid profile email offline_access"

@@ -47,7 +47,6 @@ from tests.support.docs import doc_blocks
 from tests.support.oauth import PASSWORD, basic
 from tests.support.resource import Signer
 
-pytestmark = [pytest.mark.slow]
 JWKS_MAX_AGE = 2
 PROMOTION_TIMEOUT = 90
 

@@ -19,7 +19,7 @@ from requests_oauthlib import OAuth2Session as RequestsOAuth2Session
 from tests.support import live_server
 from tests.support.oauth import PASSWORD
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
+pytestmark = pytest.mark.xdist_group("live")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -28,8 +28,6 @@ from urllib.parse import urljoin
 import pytest
 import requests
 
-from authserver import app as app_module
-from authserver import config
 from tests.support.live_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,29 +145,6 @@ def source_files(folder: Path) -> set[str]:
             and not any(part == "build" or part.endswith(".egg-info") for part in path.parts)}
 
 
-def test_a_source_checkout_uses_its_top_level_migrations_and_config(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The editable install (make run, make test) reads the folders people edit; a wheel
-    reads its own copies. Settings: config/default.toml in the working directory first."""
-    assert Path(app_module.MIGRATIONS_DIR) == REPO / "migrations"
-    assert config.SHIPPED_CONFIG_FILE == REPO / "config" / "default.toml"
-
-    shipped = tmp_path / "shipped.toml"
-    shipped.write_text("access_token_ttl = 600\n")
-    monkeypatch.setattr(config, "SHIPPED_CONFIG_FILE", shipped)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    assert config.load_settings(environ={}).access_token_ttl == 600
-
-    (elsewhere / "config").mkdir()
-    (elsewhere / "config" / "default.toml").write_text("access_token_ttl = 700\n")
-    assert config.load_settings(environ={}).access_token_ttl == 700
-    assert config.load_settings(environ={"AUTHSERVER_CONFIG": str(shipped)}
-                                ).access_token_ttl == 600
-
-
-@pytest.mark.slow
 def test_the_server_wheel_holds_code_pages_migrations_and_default_settings(
         wheels: Wheels) -> None:
     names = wheel_names(wheels.server)
@@ -182,7 +157,6 @@ def test_the_server_wheel_holds_code_pages_migrations_and_default_settings(
     assert top_level == {"authserver", wheels.server.name.split("-py3")[0] + ".dist-info"}
 
 
-@pytest.mark.slow
 def test_the_resource_wheel_is_the_library_alone_and_needs_nothing_of_the_server(
         wheels: Wheels, venvs: dict[str, Venv], tmp_path: Path) -> None:
     names = wheel_names(wheels.resource)
@@ -219,7 +193,6 @@ def test_the_resource_wheel_is_the_library_alone_and_needs_nothing_of_the_server
         assert loaded == [], f"importing {module} loads {loaded}"
 
 
-@pytest.mark.slow
 def test_the_installed_server_migrates_makes_a_key_and_serves_from_any_directory(
         venvs: dict[str, Venv], tmp_path: Path) -> None:
     venv = venvs["server"]

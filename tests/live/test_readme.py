@@ -13,7 +13,7 @@ import pytest
 from tests.support import live_server
 from tests.support.docs import doc_blocks, doc_blocks_noted
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
+pytestmark = pytest.mark.xdist_group("live")
 
 
 CONTINUES = "continues the walkthrough"

@@ -18,7 +18,7 @@ from requests_oauthlib import OAuth2Session as RequestsOAuth2Session
 from tests.support import live_server
 from tests.support.docs import doc_blocks
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("admin")]
+pytestmark = pytest.mark.xdist_group("admin")
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import requests
 from tests.support import live_server
 from tests.support.oauth import PASSWORD
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
+pytestmark = pytest.mark.xdist_group("live")
 
 PROMPT = 1.0  # seconds a legitimate request may take while the server is under abuse
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from authserver import app as app_module
+from authserver import config
 from authserver.config import DEV_SECRET_KEY, ConfigError, load_settings
 
 GOOD_SECRET = "s" * 40
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults():
@@ -97,3 +102,25 @@ def test_an_unknown_variable_is_named_in_a_warning(caplog):
                                "AUTHSERVER_TEST_POSTGRES_URL": "postgresql://x/y"})
     assert [r.getMessage() for r in caplog.records] == [
         "settings: AUTHSERVER_ISUER is not a setting and is ignored"]
+
+
+def test_a_source_checkout_uses_its_top_level_migrations_and_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The editable install (make run, make test) reads the folders people edit; a wheel
+    reads its own copies. Settings: config/default.toml in the working directory first."""
+    assert Path(app_module.MIGRATIONS_DIR) == REPO / "migrations"
+    assert config.SHIPPED_CONFIG_FILE == REPO / "config" / "default.toml"
+
+    shipped = tmp_path / "shipped.toml"
+    shipped.write_text("access_token_ttl = 600\n")
+    monkeypatch.setattr(config, "SHIPPED_CONFIG_FILE", shipped)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert config.load_settings(environ={}).access_token_ttl == 600
+
+    (elsewhere / "config").mkdir()
+    (elsewhere / "config" / "default.toml").write_text("access_token_ttl = 700\n")
+    assert config.load_settings(environ={}).access_token_ttl == 700
+    assert config.load_settings(environ={"AUTHSERVER_CONFIG": str(shipped)}
+                                ).access_token_ttl == 600
