@@ -88,24 +88,26 @@ def sign_out_device(device_id: str) -> BaseResponse | str:
     return redirect("/account/sessions?done=device", code=303)
 
 
+def _sign_out_all(reason: str, keep_this_browser: bool) -> None:
+    """Sign every device of the signed-in user out (but this browser, if kept)."""
+    check_csrf()
+    login, user = current_login()  # type: ignore[misc]
+    sessions.sign_out_all(db.session(), user.id, reason=reason,
+                          keep_login_session=login.id if keep_this_browser else None,
+                          now=services().clock(), by=_requester("account_page"))
+
+
 @bp.post("/account/sessions/sign-out-others")
 @_login_required
 def sign_out_others() -> BaseResponse:
-    check_csrf()
-    login, user = current_login()  # type: ignore[misc]
-    sessions.sign_out_all(db.session(), user.id, reason="signed_out_other_devices",
-                          keep_login_session=login.id, now=services().clock(),
-                          by=_requester("account_page"))
+    _sign_out_all("signed_out_other_devices", keep_this_browser=True)
     return redirect("/account/sessions?done=others", code=303)
 
 
 @bp.post("/account/sessions/sign-out-everywhere")
 @_login_required
 def sign_out_everywhere() -> str:
-    check_csrf()
-    _, user = current_login()  # type: ignore[misc]
-    sessions.sign_out_all(db.session(), user.id, reason="signed_out_everywhere",
-                          now=services().clock(), by=_requester("account_page"))
+    _sign_out_all("signed_out_everywhere", keep_this_browser=False)
     sign_out()
     return render_template("signed_out.html")
 
