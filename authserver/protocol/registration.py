@@ -34,7 +34,7 @@ from ..domain.errors import NotFound, ValidationError
 from ..extensions import db
 from ..http import OAUTH_NO_STORE, json_response
 from ..services import services
-from . import access_tokens, dpop
+from . import bearer, dpop
 
 bp = Blueprint("registration", __name__)
 
@@ -56,12 +56,9 @@ class Caller:
     registration_token: str | None = None  # as presented, echoed per RFC 7592 §3
 
 
-class Denied(Exception):
-    def __init__(self, status: int, error: str, description: str,
-                 scheme: str = "Bearer") -> None:
-        super().__init__(description)
-        self.status, self.error, self.description = status, error, description
-        self.scheme = scheme
+# A refused caller: the error and the scheme of its challenge. Like the token checks of
+# ``bearer``, which raise it too; a DPoP nonce is not offered here.
+Denied = bearer.BearerError
 
 
 NO_CREDENTIALS = ""  # Denied.error of a request that sent no token (RFC 6750 §3.1)
@@ -107,9 +104,8 @@ def _credential() -> tuple[str, str] | None:
     header = request.headers.get("Authorization")
     if header is None:
         return None
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() not in ("bearer", "dpop"):
+    scheme, token = bearer.authorization(header)
+    if scheme is None:
         # Another scheme (Basic, ...) carries no token for us: a plain challenge (§3.1).
         raise Denied(401, NO_CREDENTIALS, "send the token as: Authorization: Bearer <token>")
     if not token or " " in token:
@@ -117,41 +113,13 @@ def _credential() -> tuple[str, str] | None:
         raise Denied(400, "invalid_request", "send the token as: Authorization: Bearer <token>")
     if len(token) > 8192:
         raise Denied(401, "invalid_token", "the token is too long")
-    return token, "DPoP" if scheme.lower() == "dpop" else "Bearer"
-
-
-def _check_dpop(token: str, scheme: str, bound_to: str | None) -> None:
-    """RFC 9449 §7: a DPoP-bound token needs the DPoP scheme and a proof by its key."""
-    if bound_to is None and scheme != "DPoP":
-        return
-    if bound_to is None:
-        raise Denied(401, "invalid_token", "the token is not DPoP-bound: use the Bearer scheme")
-    if scheme != "DPoP":
-        raise Denied(401, "invalid_token", "the token is DPoP-bound: use the DPoP scheme",
-                     "DPoP")
-    svc = services()
-    # The replay cache writes on its own connection; end this request's read transaction
-    # first, or SQLite's write lock would be held against it.
-    db.session.rollback()
-    try:
-        proof = dpop.validate(request.headers.getlist("DPoP"), method=request.method,
-                              urls=dpop.expected_urls(svc.settings.issuer, request.path),
-                              now=svc.clock(), replay=svc.replay, nonces=svc.nonces,
-                              access_token=token)
-    except dpop.DPoPError as exc:
-        raise Denied(401, exc.error, exc.description, "DPoP") from None
-    if proof.jkt != bound_to:
-        raise Denied(401, "invalid_dpop_proof", "the proof key is not the token's key", "DPoP")
+    return token, scheme
 
 
 def _admin(token: str, scheme: str) -> Caller:
     """An admin access token: valid, ``admin:clients``, from a client_credentials grant."""
     svc = services()
-    try:
-        verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
-                                        session=db.session(), now=svc.clock())
-    except access_tokens.InvalidAccessToken as exc:
-        raise Denied(401, "invalid_token", str(exc), scheme) from None
+    verified = bearer.verify(token, scheme)
     claims = verified.claims
     audience = claims.get("aud")
     if svc.settings.audience not in (audience if isinstance(audience, list) else [audience]):
@@ -167,7 +135,8 @@ def _admin(token: str, scheme: str) -> Caller:
     if owner is None or not owner.active or ADMIN_SCOPE not in owner.scope:
         raise Denied(401, "invalid_token", "the client of this token is no longer an admin",
                      scheme)
-    _check_dpop(token, scheme, (claims.get("cnf") or {}).get("jkt"))
+    bearer.check_binding(token, scheme, verified,
+                         bound="the token is DPoP-bound: use the DPoP scheme")
     return Caller(admin=True, actor=f"admin client {client_id}")
 
 
@@ -274,7 +243,7 @@ def _not_found() -> Response:
 
 
 def _changed(client_id: str) -> None:
-    db.session.commit()
+    """The domain has committed a change of the client: drop its cached record."""
     services().clients.forget([client_id])
 
 
@@ -290,13 +259,11 @@ def register() -> Response:
         problem = None if caller.admin else _privileged_change(spec, None)
         if problem is not None:
             raise problem
-        record, secret = client_admin.create_client(db.session(), spec, actor=caller.actor,
-                                                      now=services().clock())
-        token = client_admin.issue_registration_token(db.session(), record.client_id)
+        record, secret, token = client_admin.register_client(
+            db.session(), spec, actor=caller.actor, now=services().clock())
     except ValidationError as exc:
         db.session.rollback()
         return _validation_error(exc)
-    db.session.commit()
     data = _metadata(record, Caller(caller.admin, caller.actor, token))
     if secret is not None:
         data["client_secret"] = secret

@@ -13,8 +13,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..domain import sessions, user_agents, users
 from ..domain.errors import ValidationError
 from ..extensions import db
-from ..http import json_response
-from ..protocol import access_tokens, dpop
+from ..http import NO_STORE, json_response
+from ..protocol import bearer, dpop
 from ..services import services
 from ..storage.models import User
 from .security import check_csrf, current_login, protect_pages, sign_out
@@ -145,27 +145,24 @@ def _api_error(status: int, error: str | None, description: str, scheme: str = "
         challenge += f', error="{error}", error_description="{description}"'
     body = {"error": error or "invalid_token", "error_description": description}
     return json_response(body, status, {"WWW-Authenticate": challenge,
-                                        "Cache-Control": "no-store"})
+                                        **NO_STORE})
 
 
 def _api_user() -> tuple[User, str | None] | Response:
     """The user (and ``sid``) of the request's access token, or the RFC 6750 error."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    scheme = {"bearer": "Bearer", "dpop": "DPoP"}.get(scheme.lower(), "")
-    if not scheme:
+    scheme, token = bearer.authorization(request.headers.get("Authorization", ""))
+    if scheme is None:
         return _api_error(401, None, "an access token with the account scope is required")
-    token = value.strip()
     if not token or " " in token or len(token) > 8192:
         return _api_error(400, "invalid_request", "malformed Authorization header", scheme)
-    svc = services()
     try:
-        verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
-                                        session=db.session(), now=svc.clock())
-    except access_tokens.InvalidAccessToken as exc:
-        return _api_error(401, "invalid_token", str(exc), scheme)
-    problem = _check_dpop(token, scheme, (verified.claims.get("cnf") or {}).get("jkt"))
-    if problem is not None:
-        return problem
+        verified = bearer.authenticate(token, scheme,
+                                       not_bound="the token is not DPoP-bound: use Bearer")
+    except bearer.BearerError as exc:
+        rejected = _api_error(exc.status, exc.error, exc.description, exc.scheme)
+        if exc.nonce is not None:
+            rejected.headers["DPoP-Nonce"] = exc.nonce
+        return rejected
     if verified.user is None:
         return _api_error(401, "invalid_token", "the token does not belong to a user", scheme)
     if ACCOUNT_SCOPE not in verified.scope:
@@ -173,32 +170,6 @@ def _api_user() -> tuple[User, str | None] | Response:
                           scheme)
     sid = verified.claims.get("sid")
     return verified.user, sid if isinstance(sid, str) else None
-
-
-def _check_dpop(token: str, scheme: str, bound_to: str | None) -> Response | None:
-    """RFC 9449 §7: a DPoP-bound token needs the DPoP scheme and a proof by its key."""
-    if bound_to is None and scheme == "Bearer":
-        return None
-    if scheme != "DPoP" or bound_to is None:
-        return _api_error(401, "invalid_token", "the token is DPoP-bound: use DPoP"
-                          if bound_to else "the token is not DPoP-bound: use Bearer",
-                          "DPoP" if bound_to else "Bearer")
-    svc = services()
-    db.session.rollback()  # SQLite: the replay cache writes on its own connection
-    try:
-        proof = dpop.validate(request.headers.getlist("DPoP"), method=request.method,
-                              urls=dpop.expected_urls(svc.settings.issuer, request.path),
-                              now=svc.clock(), replay=svc.replay, nonces=svc.nonces,
-                              access_token=token)
-    except dpop.DPoPError as exc:
-        rejected = _api_error(401, exc.error, exc.description, "DPoP")
-        if svc.nonces is not None:
-            rejected.headers["DPoP-Nonce"] = svc.nonces.current(svc.clock())
-        return rejected
-    if proof.jkt != bound_to:
-        return _api_error(401, "invalid_dpop_proof", "the proof key is not the token's key",
-                          "DPoP")
-    return None
 
 
 @bp.get("/account/api/sessions")
@@ -211,7 +182,7 @@ def api_sessions() -> Response:
     devices = sessions.list_for_user(db.session(), user.id, services().clock(),
                                      current_family=sid)
     return json_response({"sessions": [d.to_dict() for d in devices]}, 200,
-                         {"Cache-Control": "no-store"})
+                         NO_STORE)
 
 
 @bp.delete("/account/api/sessions/<device_id>")
@@ -225,8 +196,8 @@ def api_sign_out(device_id: str) -> Response:
                                now=services().clock(), by=_requester("account_api"))
     if device is None:
         return json_response({"error": "not_found", "error_description": "no such session"},
-                             404, {"Cache-Control": "no-store"})
-    return Response(status=204, headers={"Cache-Control": "no-store"})
+                             404, NO_STORE)
+    return Response(status=204, headers=NO_STORE)
 
 
 @bp.delete("/account/api/sessions")
@@ -240,10 +211,10 @@ def api_sign_out_all() -> Response:
     if keep not in ("1", "true", "0", "false"):
         return json_response({"error": "invalid_request",
                               "error_description": "keep_current must be true or false"},
-                             400, {"Cache-Control": "no-store"})
+                             400, NO_STORE)
     keep_current = keep in ("1", "true")
     count = sessions.sign_out_all(
         db.session(), user.id, keep_family=sid if keep_current else None,
         reason="signed_out_other_devices" if keep_current else "signed_out_everywhere",
         now=services().clock(), by=_requester("account_api"))
-    return json_response({"signed_out": count}, 200, {"Cache-Control": "no-store"})
+    return json_response({"signed_out": count}, 200, NO_STORE)
