@@ -11,7 +11,7 @@ evenly over the workers (with one shared socket the first worker to wake took ne
 of them, and the server ran on one core). The address is claimed first (``_claim``), so a
 second server on the same address fails to start instead of silently taking part of the
 connections. granian internals are overridden for clean shutdowns (``_server``):
-tests/test_serve_resilience.py checks both.
+tests/live/test_serve_resilience.py checks both.
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ def rotate(client: ClientRecord, presented: str, requested_scope: str | None,
 
     The token endpoint runs the refresh grant without Authlib's request wrapper and grant
     dispatch, which cost more than the rest of the refresh; the checks and errors are those
-    of the other grants (tests/test_token_errors.py holds both to one table).
+    of the other grants (tests/http/test_token_errors.py holds both to one table).
     """
     try:
         return refresh_families.rotate(

@@ -35,12 +35,9 @@ def wait_for(driver, css):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("admin-live")
-    srv = live_server.start(workdir, f"sqlite:///{workdir / 'authserver.sqlite3'}", workers=1)
-    srv.cli("users", "create", "root", "--admin", "--password-stdin", input=PASSWORD + "\n")
-    srv.cli("users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
-    yield srv
-    srv.stop()
+    with live_server.running(tmp_path_factory.mktemp("admin-live"), workers=1,
+                             users=[("root", "--admin"), ("alice",)]) as srv:
+        yield srv
 
 
 def screenshot(driver, name: str) -> None:

@@ -45,12 +45,9 @@ class Callback:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[live_server.LiveServer]:
-    workdir = tmp_path_factory.mktemp("browser-signin")
-    srv = live_server.start(workdir, f"sqlite:///{workdir / 'authserver.sqlite3'}")
-    srv.cli("users", "create", "alice", "--password-stdin", "--email", "alice@example.com",
-            "--name", "Alice Liddell", input=PASSWORD + "\n")
-    yield srv
-    srv.stop()
+    with live_server.running(tmp_path_factory.mktemp("browser-signin"), users=[
+            ("alice", "--email", "alice@example.com", "--name", "Alice Liddell")]) as srv:
+        yield srv
 
 
 @pytest.fixture

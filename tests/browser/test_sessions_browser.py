@@ -25,12 +25,10 @@ SCREENSHOT = "/tmp/sessions.png"  # noqa: S108 - a fixed place to look at the pa
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sessions-live")
-    srv = live_server.start(workdir, f"sqlite:///{workdir / 'authserver.sqlite3'}", workers=1)
-    srv.cli("users", "create", "alice", "--name", "Alice Martin", "--password-stdin",
-            input=PASSWORD + "\n")
-    srv.workdir = workdir  # type: ignore[attr-defined]
-    yield srv
-    srv.stop()
+    with live_server.running(workdir, workers=1,
+                             users=[("alice", "--name", "Alice Martin")]) as srv:
+        srv.workdir = workdir  # type: ignore[attr-defined]
+        yield srv
 
 
 @pytest.fixture(scope="module")

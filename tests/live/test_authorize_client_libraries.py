@@ -33,11 +33,9 @@ SCOPE = "openid profile email offline_access"
 def server(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("authorize-live")
     url = backend_database(request, workdir, "authorize")
-    srv = live_server.start(workdir, url)
-    srv.cli("users", "create", "alice", "--password-stdin", "--email", "alice@example.com",
-            "--name", "Alice Liddell", input=PASSWORD + "\n")
-    yield srv
-    srv.stop()
+    with live_server.running(workdir, url, users=[
+            ("alice", "--email", "alice@example.com", "--name", "Alice Liddell")]) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

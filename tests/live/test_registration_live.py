@@ -23,10 +23,8 @@ pytestmark = pytest.mark.xdist_group("admin")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("registration-live")
-    srv = live_server.start(workdir, f"sqlite:///{workdir / 'authserver.sqlite3'}", workers=1)
-    yield srv
-    srv.stop()
+    with live_server.running(tmp_path_factory.mktemp("registration-live"), workers=1) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

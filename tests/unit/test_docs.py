@@ -8,7 +8,7 @@
   against the ``authserver`` command: every command, every option, the defaults it gives.
 - Every shell, console and Python block in README.md and docs/*.md is run: here (against a
   fresh SQLite database and keys directory, as ``make run`` prepares them), by the test that
-  names its ``<!-- NAME:start -->`` section, by tests/test_readme.py (``<!-- continues the
+  names its ``<!-- NAME:start -->`` section, by tests/live/test_readme.py (``<!-- continues the
   walkthrough -->``), or it is marked ``<!-- not run: why -->``.
 """
 
