@@ -142,7 +142,6 @@ def create(as_json: bool, **options: Any) -> None:
         options[name] = list(options[name])
     record, secret = client_admin.create_client(db.session(), ClientSpec(**options),
                                                   actor=ACTOR)
-    db.session.commit()
     _print(record, as_json, secret, show_secret=True)
 
 
@@ -161,7 +160,6 @@ def update(client_id: str, as_json: bool, **options: Any) -> None:
     if not changes:
         raise CliError("nothing to change: give at least one option (see --help)")
     record = client_admin.update_client(db.session(), client_id, actor=ACTOR, **changes)
-    db.session.commit()
     services().clients.forget([client_id])
     _print(record, as_json)
 
@@ -213,7 +211,6 @@ def rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
     seconds = services().settings.client_secret_overlap if overlap is None else overlap
     now = services().clock()
     secret = client_admin.rotate_secret(db.session(), client_id, seconds, actor=ACTOR, now=now)
-    db.session.commit()
     services().clients.forget([client_id])
     until = (now + dt.timedelta(seconds=seconds)).isoformat() if seconds else None
     if as_json:
@@ -232,7 +229,6 @@ def rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
 
 def _set_active(client_id: str, active: bool, as_json: bool) -> None:
     revoked = client_admin.set_active(db.session(), client_id, active, actor=ACTOR)
-    db.session.commit()
     services().clients.forget([client_id])
     if as_json:
         click.echo(json.dumps({"client_id": client_id, "active": active,
@@ -263,7 +259,6 @@ def delete(client_id: str, yes: bool, as_json: bool) -> None:
                                      default=False):
         raise click.exceptions.Abort()
     revoked = client_admin.delete_client(db.session(), client_id, actor=ACTOR)
-    db.session.commit()
     services().clients.forget([client_id])
     if as_json:
         click.echo(json.dumps({"client_id": client_id, "deleted": True,

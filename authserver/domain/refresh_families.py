@@ -20,8 +20,11 @@ writes: two statements on PostgreSQL (the lookup; one statement that claims and 
 three on SQLite (the lookup; the UPDATE and the INSERT inside ``BEGIN IMMEDIATE``).
 
 Here: starting a family, rotating (with the grace retry, reuse detection and the device
-binding checks) and revoking a family. Read-only lookups are :mod:`.refresh_lookup`; the
-cleanup of expired sealed responses is :mod:`.retry_sweeper`.
+binding checks) and revoking a family. ``start_family`` and ``rotate`` are each one unit of
+work and commit (a revocation decided on an error path too, before the error is raised);
+``revoke_family`` joins the caller's transaction (docs/design.md, "Transactions").
+Read-only lookups are :mod:`.refresh_lookup`; the cleanup of expired sealed responses is
+:mod:`.retry_sweeper`.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def start_family(
     bind_dpop: bool = False,
     clock: Clock = utcnow,
 ) -> dict[str, Any]:
-    """A new sign-in: create the family and its first refresh token; commit; return the body.
+    """A new sign-in: create the family and its first refresh token; return the body. Commits.
 
     The family records the device context; with ``bind_dpop`` it is bound to the DPoP key.
     A new sign-in from a device that already holds a family of this client replaces it.
@@ -166,7 +169,7 @@ def rotate(
     context: DeviceContext = NO_CONTEXT,
     clock: Clock = utcnow,
 ) -> dict[str, Any]:
-    """Exchange a refresh token for a new pair; commit; return the token response body.
+    """Exchange a refresh token for a new pair; return the token response body. Commits.
 
     Raises ``InvalidRefreshToken`` (nothing changed), ``RefreshTokenReused`` (the family
     was revoked and that revocation committed), ``BindingMismatch`` (the request came
@@ -366,7 +369,9 @@ def revoke_family(
     session: Session, family_id: str, *, reason: str, now: dt.datetime | None = None,
     by: Mapping[str, Any] | None = None,
 ) -> bool:
-    """Revoke a family and every token in it (the caller commits). True if it was live.
+    """Revoke a family and every token in it. True if it was live. Joins the caller's
+    transaction; only called from the domain (``sessions``, ``client_admin``, ``codes``
+    and this module's error paths, which commit).
 
     The audit row names the cause, the device the family was bound to and, with ``by``,
     who asked for it from where (an IP, a user-agent family: never a credential).

@@ -239,7 +239,6 @@ def admin_new_client() -> Response:
     except ValidationError as exc:
         db.session.rollback()
         return _render_new(values, _field_error(exc), 400)
-    db.session.commit()
     return _page("admin/secret.html", client=record, secret=secret, created=True)
 
 
@@ -261,7 +260,6 @@ def admin_client(client_id: str) -> Response:
     except ValidationError as exc:
         db.session.rollback()
         return _render_client(record, values, _field_error(exc), 400)
-    db.session.commit()
     services().clients.forget([client_id])
     return redirect(f"/admin/clients/{client_id}?done=saved", code=303)
 
@@ -281,7 +279,6 @@ def admin_rotate_secret(client_id: str) -> Response:
     except ValidationError as exc:
         db.session.rollback()
         return _error_page(400, "The secret was not rotated", str(exc))
-    db.session.commit()
     services().clients.forget([client_id])
     return _page("admin/secret.html", client=record, secret=secret, created=False,
                  overlap=overlap)
@@ -293,7 +290,6 @@ def admin_set_active(client_id: str, action: str) -> Response:
     if _client_or_none(client_id) is None:
         return _no_such_client()
     client_admin.set_active(db.session(), client_id, action == "enable", actor=_actor())
-    db.session.commit()
     services().clients.forget([client_id])
     return redirect(f"/admin/clients/{client_id}?done={action}d", code=303)
 
@@ -308,7 +304,6 @@ def admin_delete_client(client_id: str) -> Response:
         live = client_sessions.count_live_by_client(db.session(), services().clock())
         return _page("admin/delete.html", client=record, live=live.get(client_id, 0))
     client_admin.delete_client(db.session(), client_id, actor=_actor())
-    db.session.commit()
     services().clients.forget([client_id])
     return redirect("/admin/clients?done=deleted", code=303)
 
@@ -330,7 +325,6 @@ def admin_revoke_all_sessions(client_id: str) -> Response:
     if _client_or_none(client_id) is None:
         return _no_such_client()
     client_admin.revoke_client_families(db.session(), client_id, reason="revoked_by_admin")
-    db.session.commit()
     return redirect(f"/admin/clients/{client_id}?done=revoked-all#sessions", code=303)
 
 
