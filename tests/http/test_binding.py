@@ -13,13 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
-from sqlalchemy import select
 
 from authserver.domain import user_agents
 from authserver.domain.binding import BindingPolicy, Bound, DeviceContext, mismatches
 from authserver.extensions import db
-from authserver.storage.models import AuditEvent, TokenFamily
 from tests.support.oauth import PASSWORD, assert_oauth_error
+from tests.support.rows import events, families
 from tests.support.statements import statements_of
 
 IOS_APP = "BankApp/3.2.1 (iPhone; iOS 17.1; Scale/3.00)"
@@ -72,17 +71,6 @@ def sign_in(oauth, app_client, ctx: Ctx, username: str = "alice"):
 def refresh(oauth, app_client, token: str, ctx: Ctx):
     return token_request(oauth.client, {"grant_type": "refresh_token", "refresh_token": token,
                                         "client_id": app_client.client_id}, ctx)
-
-
-def families(app):
-    with app.app_context():
-        return db.session.scalars(select(TokenFamily).order_by(TokenFamily.created_at)).all()
-
-
-def events(app, name):
-    with app.app_context():
-        return db.session.scalars(select(AuditEvent).where(AuditEvent.event == name)
-                                  .order_by(AuditEvent.id)).all()
 
 
 # -- the policy tables -----------------------------------------------------------------

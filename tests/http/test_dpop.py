@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 
 from authserver.domain import pkce
 from authserver.extensions import db
-from authserver.storage.models import AuditEvent, DPoPProofJti, TokenFamily
+from authserver.storage.models import DPoPProofJti
 from authserver.storage.replay_cache import DatabaseReplayCache, RedisReplayCache
 from tests.support.dpop import ISSUER, TOKEN_URL, USERINFO_URL, ProofKey, ath, hmac_key
 from tests.support.oauth import PASSWORD, BrowserActions, assert_oauth_error, redirect_params
+from tests.support.rows import events, families
 from tests.support.statements import statements_of
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -48,17 +49,6 @@ def _post(oauth, data, proof, proofs, app_client, secret):
         data.pop("client_id", None)
         headers.append(("Authorization", basic(app_client.client_id, secret)))
     return oauth.client.post("/oauth/token", data=data, headers=headers)
-
-
-def families(app):
-    with app.app_context():
-        return db.session.scalars(select(TokenFamily).order_by(TokenFamily.created_at)).all()
-
-
-def events(app, name):
-    with app.app_context():
-        return db.session.scalars(select(AuditEvent).where(AuditEvent.event == name)
-                                  .order_by(AuditEvent.id)).all()
 
 
 def jti_rows(app):
