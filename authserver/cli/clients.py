@@ -16,8 +16,16 @@ from flask.cli import with_appcontext
 from ..domain import client_admin
 from ..domain import clients as domain_clients
 from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
-from ..domain.client_metadata import CLIENT_FIELDS, LIST_FIELDS
-from ..domain.clients import ClientRecord, ClientSpec
+from ..domain.client_metadata import (
+    CLIENT_FIELDS,
+    DEFAULT_REFRESH_ABSOLUTE_TTL,
+    DEFAULT_REFRESH_IDLE_TTL,
+    DEFAULT_REUSE_GRACE,
+    LIST_FIELDS,
+    SUPPORTED_GRANT_TYPES,
+    ClientSpec,
+)
+from ..domain.clients import ClientRecord
 from ..domain.errors import ValidationError
 from ..extensions import db
 from ..services import services
@@ -64,7 +72,7 @@ def _registration_options(update: bool) -> Callable[[Callable[..., Any]], Callab
         click.option("--first-party/--third-party", "first_party", default=default(False),
                      help="Our own app: skips consent, may use the password grant."),
         click.option("--grant-type", "grant_types", multiple=True,
-                     type=click.Choice(domain_clients.SUPPORTED_GRANT_TYPES),
+                     type=click.Choice(SUPPORTED_GRANT_TYPES),
                      help="An allowed grant type (repeatable)."),
         click.option("--redirect-uri", "redirect_uris", multiple=True,
                      help="Redirect URI (repeatable)."),
@@ -75,14 +83,14 @@ def _registration_options(update: bool) -> Callable[[Callable[..., Any]], Callab
         click.option("--access-ttl", "access_token_ttl", type=int, default=None,
                      help="Access-token lifetime (s); default: the server's."),
         click.option("--refresh-idle-ttl", type=int,
-                     default=default(domain_clients.DEFAULT_REFRESH_IDLE_TTL),
+                     default=default(DEFAULT_REFRESH_IDLE_TTL),
                      show_default=not update, help="Refresh-token idle lifetime (s); 0 = none."),
         click.option("--refresh-absolute-ttl", type=int,
-                     default=default(domain_clients.DEFAULT_REFRESH_ABSOLUTE_TTL),
+                     default=default(DEFAULT_REFRESH_ABSOLUTE_TTL),
                      show_default=not update,
                      help="Session (family) lifetime (s); 0 = never expires, only revoked."),
         click.option("--reuse-grace", type=int,
-                     default=default(domain_clients.DEFAULT_REUSE_GRACE),
+                     default=default(DEFAULT_REUSE_GRACE),
                      show_default=not update,
                      help="Seconds a rotated token may be retried; 0 = off."),
         click.option("--bind-device-id/--no-bind-device-id", default=default(True),

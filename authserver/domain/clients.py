@@ -27,24 +27,6 @@ from ..storage.models import Client
 from . import credentials as creds
 from . import scopes
 from .binding import BindingPolicy
-from .client_metadata import (  # noqa: F401 - re-exported for the CLI, registration API, admin pages
-    ACCESS_TTL_BOUNDS,
-    ADMIN_SCOPE,
-    AUTH_METHODS,
-    DEFAULT_REFRESH_ABSOLUTE_TTL,
-    DEFAULT_REFRESH_IDLE_TTL,
-    DEFAULT_REUSE_GRACE,
-    REFRESH_ABSOLUTE_TTL_BOUNDS,
-    REFRESH_IDLE_TTL_BOUNDS,
-    REUSE_GRACE_BOUNDS,
-    SPEC_FIELDS,
-    SUPPORTED_GRANT_TYPES,
-    ClientSpec,
-    check_redirect_uri,
-    check_response_types,
-    default_grant_types,
-    validate_spec,
-)
 from .clock import utcnow
 from .errors import NotFound
 

@@ -47,7 +47,7 @@ from ..storage.models import (
     RefreshToken,
     TokenFamily,
 )
-from .clients import ACCESS_TTL_BOUNDS
+from .client_metadata import ACCESS_TTL_BOUNDS
 from .clock import seconds, utcnow
 
 MAX_ACCESS_TTL = ACCESS_TTL_BOUNDS[1]

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from ..storage.models import Client, LoginSession, RefreshToken, TokenFamily
 from . import audit, refresh_families, user_agents
-from .clients import ACCESS_TTL_BOUNDS
+from .client_metadata import ACCESS_TTL_BOUNDS
 from .clock import seconds, utcnow
 
 BROWSER, APP = "browser", "app"

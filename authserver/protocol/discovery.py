@@ -21,7 +21,7 @@ from flask import Blueprint, Response
 
 from ..config import Settings
 from ..crypto.keystore import KeyStore, published_algorithms
-from ..domain.clients import SUPPORTED_GRANT_TYPES
+from ..domain.client_metadata import SUPPORTED_GRANT_TYPES
 from ..domain.scopes import OIDC_SCOPES
 from ..services import services
 from .dpop import ALGORITHMS as DPOP_ALGORITHMS

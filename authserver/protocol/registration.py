@@ -29,7 +29,8 @@ from ..domain import client_admin
 from ..domain import client_metadata as rules
 from ..domain import clients as domain_clients
 from ..domain import credentials as creds
-from ..domain.clients import ADMIN_SCOPE, ClientRecord, ClientSpec
+from ..domain.client_metadata import ADMIN_SCOPE, ClientSpec
+from ..domain.clients import ClientRecord
 from ..domain.errors import NotFound, ValidationError
 from ..extensions import db
 from ..http import OAUTH_NO_STORE, json_response

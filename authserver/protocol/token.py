@@ -17,7 +17,7 @@ from flask import Blueprint, Response, g, request
 from sqlalchemy.exc import OperationalError
 
 from .. import http
-from ..domain.clients import SUPPORTED_GRANT_TYPES
+from ..domain.client_metadata import SUPPORTED_GRANT_TYPES
 from ..extensions import db
 from ..http import OAUTH_NO_STORE, error_response, json_response
 from ..services import services

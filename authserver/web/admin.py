@@ -22,8 +22,15 @@ from ..domain import audit_trail, client_admin, client_sessions
 from ..domain import clients as domain_clients
 from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
 from ..domain.client_admin import Actor
-from ..domain.client_metadata import BOOL_FIELDS, CLIENT_FIELDS, TTL_FIELDS
-from ..domain.clients import SUPPORTED_GRANT_TYPES, ClientRecord, ClientSpec
+from ..domain.client_metadata import (
+    BOOL_FIELDS,
+    CLIENT_FIELDS,
+    SPEC_FIELDS,
+    SUPPORTED_GRANT_TYPES,
+    TTL_FIELDS,
+    ClientSpec,
+)
+from ..domain.clients import ClientRecord
 from ..domain.errors import ValidationError
 from ..extensions import db
 from ..http import NO_STORE
@@ -254,7 +261,7 @@ def admin_client(client_id: str) -> Response:
     values["client_type"] = "public" if record.public else "confidential"
     try:
         spec = _spec_from(values, public=record.public)
-        changes = {name: getattr(spec, name) for name in domain_clients.SPEC_FIELDS
+        changes = {name: getattr(spec, name) for name in SPEC_FIELDS
                    if name != "public"}
         client_admin.update_client(db.session(), client_id, actor=_actor(), **changes)
     except ValidationError as exc:

@@ -13,7 +13,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from authserver.domain import client_admin, users
-from authserver.domain.clients import ClientRecord, ClientSpec
+from authserver.domain.client_metadata import ClientSpec
+from authserver.domain.clients import ClientRecord
 from authserver.extensions import db
 
 PASSWORD = "correct horse battery staple"
