@@ -25,6 +25,16 @@ def basic(client_id: str, secret: str) -> str:
     return "Basic " + base64.b64encode(raw).decode()
 
 
+def _client_auth(data: dict[str, str], app_client: ClientRecord, secret: str | None
+                 ) -> dict[str, str]:
+    """With a secret, the client authenticates with HTTP Basic instead of ``client_id`` in
+    the body (RFC 6749 §2.3.1); returns the request's headers."""
+    if secret is None:
+        return {}
+    data.pop("client_id")
+    return {"Authorization": basic(app_client.client_id, secret)}
+
+
 def assert_oauth_error(response: TestResponse, error: str, status: int = 400) -> dict[str, Any]:
     """An RFC 6749 §5.2 error: the status, a JSON body with ``error``, never cached."""
     assert response.status_code == status, (response.status_code, response.get_data(True))
@@ -74,11 +84,7 @@ class OAuthActions:
                 "client_id": app_client.client_id}
         if scope is not None:
             data["scope"] = scope
-        headers = {}
-        if secret is not None:
-            data.pop("client_id")
-            headers["Authorization"] = basic(app_client.client_id, secret)
-        return self.token(data, headers)
+        return self.token(data, _client_auth(data, app_client, secret))
 
     def refresh(self, app_client: ClientRecord, refresh_token: str, scope: str | None = None,
                 secret: str | None = None, client: FlaskClient | None = None) -> TestResponse:
@@ -86,11 +92,7 @@ class OAuthActions:
                 "client_id": app_client.client_id}
         if scope is not None:
             data["scope"] = scope
-        headers = {}
-        if secret is not None:
-            data.pop("client_id")
-            headers["Authorization"] = basic(app_client.client_id, secret)
-        return self.token(data, headers, client)
+        return self.token(data, _client_auth(data, app_client, secret), client)
 
     def login_pair(self, app_client: ClientRecord, **kwargs: Any) -> dict[str, Any]:
         response = self.password_login(app_client, **kwargs)
