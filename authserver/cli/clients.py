@@ -17,11 +17,13 @@ from ..domain import client_admin
 from ..domain import clients as domain_clients
 from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
 from ..domain.client_metadata import (
+    BODY,
     CLIENT_FIELDS,
     DEFAULT_REFRESH_ABSOLUTE_TTL,
     DEFAULT_REFRESH_IDLE_TTL,
     DEFAULT_REUSE_GRACE,
     LIST_FIELDS,
+    REFRESH_TOKEN_DELIVERIES,
     SUPPORTED_GRANT_TYPES,
     ClientSpec,
 )
@@ -78,6 +80,13 @@ def _registration_options(update: bool) -> Callable[[Callable[..., Any]], Callab
                      help="Redirect URI (repeatable)."),
         click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True,
                      help="Where RP-initiated logout may return (repeatable)."),
+        click.option("--web-origin", "web_origins", multiple=True,
+                     help="An origin the app's browser code runs on, https://app.example "
+                          "(repeatable): CORS answers it."),
+        click.option("--refresh-token-delivery", type=click.Choice(REFRESH_TOKEN_DELIVERIES),
+                     default=default(BODY),
+                     help="cookie = the refresh token only in an HttpOnly cookie (public "
+                          "browser apps with a web origin); body = in the JSON."),
         click.option("--scope", default=default(""),
                      help='Allowed scopes, space-separated: "read write".'),
         click.option("--access-ttl", "access_token_ttl", type=int, default=None,

@@ -107,6 +107,8 @@ def spec_of(record: ClientRecord) -> ClientSpec:
         name=record.name, public=record.public, first_party=record.first_party,
         grant_types=list(record.grant_types), redirect_uris=list(record.redirect_uris),
         post_logout_redirect_uris=list(record.post_logout_redirect_uris),
+        web_origins=list(record.web_origins),
+        refresh_token_delivery=record.refresh_token_delivery,
         scope=scopes.render(list(record.scope)), access_token_ttl=record.access_token_ttl,
         refresh_idle_ttl=record.refresh_idle_ttl,
         refresh_absolute_ttl=record.refresh_absolute_ttl, reuse_grace=record.reuse_grace,

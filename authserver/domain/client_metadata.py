@@ -41,6 +41,10 @@ MAX_NAME = 255
 MAX_URIS = 100
 MAX_URI_LENGTH = 2000
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+# Where a browser app's refresh token travels (docs/design.md, "Browser apps").
+BODY, COOKIE = "body", "cookie"
+REFRESH_TOKEN_DELIVERIES = (BODY, COOKIE)
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 BOOL, LIST, TTL, CHOICE, TEXT = "bool", "list", "ttl", "choice", "text"
 
@@ -69,6 +73,10 @@ CLIENT_FIELDS = (
     ClientField("redirect_uris", LIST, "redirect_uris", "--redirect-uri", "Redirect URIs"),
     ClientField("post_logout_redirect_uris", LIST, "post_logout_redirect_uris",
                 "--post-logout-redirect-uri", "Post-logout redirect URIs"),
+    ClientField("web_origins", LIST, "web_origins", "--web-origin", "Web origins"),
+    ClientField("refresh_token_delivery", CHOICE, "refresh_token_delivery",
+                "--refresh-token-delivery", "Refresh token delivery",
+                choices=REFRESH_TOKEN_DELIVERIES),
     ClientField("scope", TEXT, "scope", "--scope", "Allowed scopes"),
     ClientField("access_token_ttl", TTL, "access_token_ttl", "--access-ttl",
                 "Access-token lifetime", bounds=ACCESS_TTL_BOUNDS),
@@ -107,6 +115,8 @@ class ClientSpec:
     grant_types: list[str] = field(default_factory=list)
     redirect_uris: list[str] = field(default_factory=list)
     post_logout_redirect_uris: list[str] = field(default_factory=list)
+    web_origins: list[str] = field(default_factory=list)
+    refresh_token_delivery: str = BODY
     scope: str = ""
     access_token_ttl: int | None = None
     refresh_idle_ttl: int = DEFAULT_REFRESH_IDLE_TTL
@@ -187,6 +197,44 @@ def check_redirect_uri(uri: str, field_name: str = "redirect_uris") -> None:
         raise fail("must be absolute: a private-use URI looks like com.example.app:/callback")
 
 
+def web_origin(origin: object) -> str:
+    """A web origin (RFC 6454 §6.1) as a browser sends it in ``Origin``: ``scheme://host``
+    with the port only when it is not the scheme's default, lowercase, no path. ``https``,
+    or ``http`` to a loopback host, as for redirect URIs (RFC 8252 §7.3)."""
+    field_name = "web_origins"
+
+    def fail(why: str) -> ValidationError:
+        return ValidationError(f"web origin {str(origin)[:80]!r} {why}", field_name)
+
+    if not isinstance(origin, str) or not origin:
+        raise ValidationError("a web origin must be a non-empty string", field_name)
+    if len(origin) > MAX_URI_LENGTH:
+        raise fail(f"is longer than {MAX_URI_LENGTH} characters")
+    if _has_control_characters(origin) or " " in origin:
+        raise fail("contains spaces or control characters")
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        raise fail("is not a valid origin") from None
+    if parts.scheme.lower() not in DEFAULT_PORTS or not parts.netloc:
+        raise fail("must look like https://app.example.com[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in origin \
+            or "#" in origin:
+        raise fail("must be scheme://host[:port] alone: no path, query or fragment")
+    if parts.username is not None or parts.password is not None or not parts.hostname:
+        raise fail("must name a host, without a user name or password")
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    if "*" in host:
+        raise fail("must name one host: wildcards are not allowed")
+    if scheme == "http" and host not in LOOPBACK_HOSTS:
+        raise fail("must use https (http only for a loopback address)")
+    shown = f"[{host}]" if ":" in host else host
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        shown += f":{port}"
+    return f"{scheme}://{shown}"
+
+
 def check_response_types(response_types: object, grant_types: list[str]) -> list[str]:
     """RFC 7591 §2.1: ``code`` is the response type of the ``authorization_code`` grant,
     and each needs the other. Only ``code`` is supported (no implicit or hybrid flows)."""
@@ -236,7 +284,7 @@ def _check_types(spec: ClientSpec) -> None:
             raise ValidationError(f"{name} must be a list of strings", name)
         if len(value) > MAX_URIS:
             raise ValidationError(f"{name} may hold at most {MAX_URIS} entries", name)
-    for name in ("bind_ip", "on_binding_mismatch"):
+    for name in ("bind_ip", "on_binding_mismatch", "refresh_token_delivery"):
         if not isinstance(getattr(spec, name), str):
             raise ValidationError(f"{name} must be a string", name)
     for name, (low, high) in TTL_FIELDS.items():
@@ -268,6 +316,17 @@ def _check_grant_types(spec: ClientSpec, grant_types: list[str]) -> None:
                               "redirect_uris")
 
 
+def _check_delivery(spec: ClientSpec, origins: list[str]) -> None:
+    """The refresh token in an HttpOnly cookie is for browser apps: public clients whose
+    code runs on a registered web origin (docs/design.md, "Browser apps")."""
+    if spec.refresh_token_delivery not in REFRESH_TOKEN_DELIVERIES:
+        raise ValidationError("refresh_token_delivery must be 'body' or 'cookie'",
+                              "refresh_token_delivery")
+    if spec.refresh_token_delivery == COOKIE and not (spec.public and origins):
+        raise ValidationError("cookie delivery is only for public clients with at least one "
+                              "web origin (a browser app)", "refresh_token_delivery")
+
+
 def validate_spec(spec: ClientSpec) -> ClientSpec:
     """Check a registration; return it normalised, with defaults filled in.
 
@@ -295,8 +354,11 @@ def validate_spec(spec: ClientSpec) -> ClientSpec:
         raise ValidationError("only confidential clients may introspect tokens",
                               "allow_introspection")
     spec.binding()
+    origins = list(dict.fromkeys(web_origin(origin) for origin in spec.web_origins))
+    _check_delivery(spec, origins)
     return dataclasses.replace(
         spec, name=name, grant_types=grant_types, scope=scopes.render(scope_tokens),
+        web_origins=origins,
         redirect_uris=list(dict.fromkeys(spec.redirect_uris)),
         post_logout_redirect_uris=list(dict.fromkeys(spec.post_logout_redirect_uris)),
     )

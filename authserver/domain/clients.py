@@ -4,7 +4,7 @@ endpoint's per-process cache (``ClientCache``). Read-only: the administration th
 a registration is :mod:`.client_admin`.
 
 The rules a registration must satisfy live in :mod:`.client_metadata`, shared by the CLI,
-the registration API and the admin pages; they are re-exported here.
+the registration API and the admin pages.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..storage.models import Client
 from . import credentials as creds
 from . import scopes
 from .binding import BindingPolicy
+from .client_metadata import BODY, COOKIE
 from .clock import utcnow
 from .errors import NotFound
 
@@ -58,6 +59,8 @@ class ClientRecord:
     refresh_absolute_ttl: int
     reuse_grace: int
     post_logout_redirect_uris: tuple[str, ...] = ()
+    web_origins: tuple[str, ...] = ()
+    refresh_token_delivery: str = BODY
     binding: BindingPolicy = field(default_factory=BindingPolicy)
     allow_introspection: bool = False
     created_at: dt.datetime | None = None
@@ -77,6 +80,8 @@ class ClientRecord:
             grant_types=tuple(row.grant_types or ()),
             redirect_uris=tuple(row.redirect_uris or ()),
             post_logout_redirect_uris=tuple(row.post_logout_redirect_uris or ()),
+            web_origins=tuple(row.web_origins or ()),
+            refresh_token_delivery=row.refresh_token_delivery or BODY,
             scope=tuple(scopes.parse(row.scope)),
             access_token_ttl=row.access_token_ttl,
             refresh_idle_ttl=row.refresh_idle_ttl,
@@ -94,6 +99,11 @@ class ClientRecord:
             previous_secret_expires_at=row.previous_secret_expires_at,
             registration_token_digest=row.registration_token_digest,
         )
+
+    @property
+    def cookie_delivery(self) -> bool:
+        """Whether its refresh tokens travel only in an HttpOnly cookie, never in JSON."""
+        return self.refresh_token_delivery == COOKIE
 
     # -- the methods Authlib's grants call (ClientMixin's names) ----------------------
     def get_client_id(self) -> str:
@@ -148,6 +158,7 @@ class ClientRecord:
         data["grant_types"] = list(self.grant_types)
         data["redirect_uris"] = list(self.redirect_uris)
         data["post_logout_redirect_uris"] = list(self.post_logout_redirect_uris)
+        data["web_origins"] = list(self.web_origins)
         data["scope"] = scopes.render(list(self.scope))
         data["token_endpoint_auth_method"] = "none" if self.public else "client_secret_basic"
         data["created_at"] = self.created_at.isoformat() if self.created_at else None

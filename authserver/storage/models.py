@@ -59,6 +59,11 @@ class Client(Base):
     grant_types: Mapped[list[str]] = mapped_column(JSON)
     redirect_uris: Mapped[list[str]] = mapped_column(JSON)
     post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Browser apps (docs/design.md, "Browser apps"): the origins their code runs on (CORS),
+    # and where their refresh token travels: "body" (JSON) or "cookie" (HttpOnly).
+    web_origins: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    refresh_token_delivery: Mapped[str] = mapped_column(String(8), default="body",
+                                                        server_default="body")
     scope: Mapped[str] = mapped_column(Text, default="")
     access_token_ttl: Mapped[int | None] = mapped_column(Integer, nullable=True)
     refresh_idle_ttl: Mapped[int] = mapped_column(Integer)

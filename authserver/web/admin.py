@@ -10,6 +10,7 @@ Validation is the domain's, the same as the CLI's and the API's.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from functools import wraps
 from typing import Any
@@ -24,7 +25,10 @@ from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
 from ..domain.client_admin import Actor
 from ..domain.client_metadata import (
     BOOL_FIELDS,
+    CHOICE,
     CLIENT_FIELDS,
+    LIST,
+    REFRESH_TOKEN_DELIVERIES,
     SPEC_FIELDS,
     SUPPORTED_GRANT_TYPES,
     TTL_FIELDS,
@@ -45,7 +49,12 @@ MAX_ONCE = 20
 # What a person sees for each registration field (errors name the field this way).
 FIELD_LABELS = {f.name: f.label for f in CLIENT_FIELDS}
 FORM_CHOICES = {"grant_choices": SUPPORTED_GRANT_TYPES, "ip_policies": IP_POLICIES,
-                "actions": MISMATCH_ACTIONS, "labels": FIELD_LABELS}
+                "actions": MISMATCH_ACTIONS, "deliveries": REFRESH_TOKEN_DELIVERIES,
+                "labels": FIELD_LABELS}
+# The form's one-per-line text areas, and its selects with the value a new client starts with.
+TEXT_LISTS = tuple(f.name for f in CLIENT_FIELDS if f.kind == LIST and not f.choices)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ClientSpec)}
+CHOICES = {f.name: str(_DEFAULTS[f.name]) for f in CLIENT_FIELDS if f.kind == CHOICE}
 SECURITY_HEADERS = {
     **NO_STORE,
     "X-Frame-Options": "DENY",
@@ -128,10 +137,11 @@ def _values_of(spec: ClientSpec) -> dict[str, Any]:
     values: dict[str, Any] = {
         "name": spec.name, "client_type": "public" if spec.public else "confidential",
         "grant_types": list(spec.grant_types), "scope": spec.scope,
-        "redirect_uris": "\n".join(spec.redirect_uris),
-        "post_logout_redirect_uris": "\n".join(spec.post_logout_redirect_uris),
-        "bind_ip": spec.bind_ip, "on_binding_mismatch": spec.on_binding_mismatch,
     }
+    for name in TEXT_LISTS:
+        values[name] = "\n".join(getattr(spec, name))
+    for name in CHOICES:
+        values[name] = getattr(spec, name)
     for name in TTL_FIELDS:
         value = getattr(spec, name)
         values[name] = "" if value is None else str(value)
@@ -146,11 +156,12 @@ def _values_from_form() -> dict[str, Any]:
     values: dict[str, Any] = {
         "name": form.get("name", ""), "grant_types": form.getlist("grant_types"),
         "client_type": "public" if form.get("client_type") == "public" else "confidential",
-        "scope": form.get("scope", ""), "redirect_uris": form.get("redirect_uris", ""),
-        "post_logout_redirect_uris": form.get("post_logout_redirect_uris", ""),
-        "bind_ip": form.get("bind_ip", "off"),
-        "on_binding_mismatch": form.get("on_binding_mismatch", "revoke"),
+        "scope": form.get("scope", ""),
     }
+    for name in TEXT_LISTS:
+        values[name] = form.get(name, "")
+    for name, default in CHOICES.items():
+        values[name] = form.get(name, default)
     for name in TTL_FIELDS:
         values[name] = form.get(name, "").strip()
     for name in BOOL_FIELDS:
@@ -175,12 +186,12 @@ def _spec_from(values: dict[str, Any], public: bool) -> ClientSpec:
         except ValueError:
             raise ValidationError("must be a whole number of seconds", name) from None
     flags = {name: values[name] for name in BOOL_FIELDS if name != "public"}
+    lists = {name: _lines(values[name]) for name in TEXT_LISTS}
+    choices = {name: values[name] for name in CHOICES}
     return ClientSpec(
         name=values["name"], public=public, scope=values["scope"],
-        grant_types=list(values["grant_types"]), redirect_uris=_lines(values["redirect_uris"]),
-        post_logout_redirect_uris=_lines(values["post_logout_redirect_uris"]),
-        bind_ip=values["bind_ip"], on_binding_mismatch=values["on_binding_mismatch"],
-        **numbers, **flags,  # type: ignore[arg-type]
+        grant_types=list(values["grant_types"]),
+        **lists, **choices, **numbers, **flags,  # type: ignore[arg-type]
     )
 
 
