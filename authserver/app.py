@@ -18,6 +18,7 @@ from .extensions import db, migrate
 from .http import register_error_handlers
 from .protocol import (
     authorize,
+    cors,
     discovery,
     introspection,
     logout,
@@ -127,6 +128,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         app.register_blueprint(blueprint)
     app.jinja_env.globals["csrf_token"] = csrf_token
     register_error_handlers(app)
+    cors.install(app)  # browser apps: CORS on the token, revocation, UserInfo, ... answers
     return app
 
 

@@ -32,6 +32,9 @@ JWKS_PATH = "/.well-known/jwks.json"
 OAUTH_METADATA_PATH = "/.well-known/oauth-authorization-server"
 OPENID_CONFIGURATION_PATH = "/.well-known/openid-configuration"
 METADATA_MAX_AGE = 3600
+# Public documents: any origin's script may read them, without credentials (the preflights
+# and other methods get the same from protocol/cors.py).
+PUBLIC_CORS = {"Access-Control-Allow-Origin": "*"}
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
@@ -155,7 +158,8 @@ class DocumentMiddleware:
                 or method not in ("GET", "HEAD"):
             return self.app(environ, start_response)
         document = self.documents.get(path)
-        headers = [("Cache-Control", document.cache_control), ("ETag", document.etag)]
+        headers = [("Cache-Control", document.cache_control), ("ETag", document.etag),
+                   *PUBLIC_CORS.items()]
         if_none_match = environ.get("HTTP_IF_NONE_MATCH")
         if if_none_match and document.matches(if_none_match):
             start_response("304 NOT MODIFIED", headers)
@@ -172,7 +176,7 @@ def _document(path: str) -> Response:
     document = services().documents.get(path)
     response = Response(document.body, mimetype="application/json",
                         headers={"Cache-Control": document.cache_control,
-                                 "ETag": document.etag})
+                                 "ETag": document.etag, **PUBLIC_CORS})
     return response
 
 

@@ -9,7 +9,8 @@ objects, context locals, form parsing, Authlib's dispatch, the checks of
 so the client address, scheme and host are already the trusted ones) and takes only what is
 plainly well formed: ``POST /oauth/token`` with a form body of unique, short parameters,
 ``grant_type`` ``refresh_token`` or ``client_credentials``, no query string, no DPoP proof,
-https (or loopback, or development). Everything else, and every request refused before
+no ``Origin`` header (a browser's: the view's answer gets CORS), https (or loopback, or
+development). Everything else, and every request refused before
 anything is issued or rotated (client authentication, grant type, scope, device id), goes on
 to the Flask view with its body intact, which answers it as before: nothing has changed by
 then, so the answer is the one the view gives. A database failure is the view's 503, any
@@ -79,8 +80,9 @@ class TokenFastPath:
     def _form(self, environ: dict[str, Any]) -> dict[str, str] | None:
         """The form of an ordinary refresh request, or None. Reads the body and puts it
         back (``wsgi.input``) for the Flask view, which sees the request unchanged."""
+        # A browser's request (``Origin``) goes to the view, whose response gets CORS.
         if environ.get("QUERY_STRING") or "HTTP_DPOP" in environ \
-                or "HTTP_TRANSFER_ENCODING" in environ:
+                or "HTTP_ORIGIN" in environ or "HTTP_TRANSFER_ENCODING" in environ:
             return None
         content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
         length = environ.get("CONTENT_LENGTH", "")
