@@ -9,6 +9,7 @@ import base64
 import json
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from authserver.domain import client_admin
 from authserver.extensions import db
@@ -204,6 +205,21 @@ def test_a_malformed_authorization_header_gets_no_cors_and_no_500(oauth, spa, au
                            {"Origin": APP_ORIGIN, "Authorization": authorization})
     assert response.status_code in (400, 401), response.get_data(True)
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_a_body_too_large_or_a_database_failure_means_no_cors_and_no_500(
+        oauth, spa, app, monkeypatch):
+    big = oauth.token({"client_id": spa.client_id, "x": "y" * 70_000}, {"Origin": APP_ORIGIN})
+    assert_oauth_error(big, "invalid_request", 413)
+    assert_no_cors(big)
+
+    def unavailable():
+        raise OperationalError("SELECT", {}, Exception("database down"))
+
+    monkeypatch.setattr(app.extensions[cors.EXTENSION], "_load", unavailable)
+    response = preflight(oauth.client, "/oauth/token", APP_ORIGIN)
+    assert response.status_code == 200
+    assert_no_cors(response)
 
 
 # -- revocation ---------------------------------------------------------------------------
