@@ -81,7 +81,7 @@ class WebOrigins:
     Read again when older than ``ttl`` seconds (the client cache's
     ``client_cache_seconds``), and when an origin is not in it and the set is older than
     ``MISS_RELOAD_SECONDS``: an origin just registered (in this process or another) is
-    allowed at once, and an unknown origin costs at most one query a second. An origin just
+    allowed within a second, and an unknown origin costs at most one query a second. An origin just
     withdrawn may still be preflighted for up to ``ttl`` seconds; that lets the browser send,
     never read: the actual response is checked against the client's record.
     """
