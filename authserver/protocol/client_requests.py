@@ -5,6 +5,7 @@ RFC 6749 §3.2's body rules, and for RFC 7009 / RFC 7662 the authenticated clien
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from flask import Response, request
@@ -52,9 +53,11 @@ def check_token_request(long_parameters: tuple[str, ...] = ()) -> OAuth2Error | 
     return None
 
 
-def authenticated_request() -> tuple[ClientRecord, str] | Response:
+def authenticated_request(
+        default_token: Callable[[ClientRecord], str | None] = lambda client: None,
+) -> tuple[ClientRecord, str] | Response:
     """RFC 6749 §2.3 client authentication, then the required ``token`` parameter (RFC 7009
-    §2.1, RFC 7662 §2.1)."""
+    §2.1, RFC 7662 §2.1), or the client's ``default_token`` when there is none."""
     if not secure(request.scheme, request.host):
         # RFC 7009 §2 and RFC 7662 §4: TLS, as at the token endpoint (the same rule: in
         # development, and for loopback addresses, plain http is allowed).
@@ -71,7 +74,7 @@ def authenticated_request() -> tuple[ClientRecord, str] | Response:
         # permission to introspect taken away in another process counts at once.
         client, _ = authenticate_client(request.headers, request.form,
                                         services().clients.reload)
-        token = request.form.get("token")
+        token = request.form.get("token") or default_token(client)
         if not token:
             raise oauth_error(InvalidRequestError, "missing 'token' parameter")
     except OAuth2Error as error:

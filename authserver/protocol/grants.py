@@ -186,22 +186,36 @@ def client_credentials_body(client: ClientRecord, scope: list[str],
     return {**access, "scope": scopes.render(scope)}
 
 
-def refresh_token_grant(client: ClientRecord) -> Response:
-    """RFC 6749 §6 for the current Flask request (``check_refresh`` then ``rotate``)."""
+def refresh_token_grant(client: ClientRecord, in_cookie: str | None = None) -> Response:
+    """RFC 6749 §6 for the current Flask request (``check_refresh`` then ``rotate``);
+    ``in_cookie`` is a cookie-delivery client's token (``refresh_cookie``)."""
     form = http_request.form
-    presented = check_refresh(client, form.get("refresh_token"))
+    presented = check_refresh(client, form.get("refresh_token"), in_cookie)
     body = rotate(client, presented, form.get("scope"), _device_context(client, signing_in=False))
     return 200, body, list(TOKEN_RESPONSE_HEADER)
 
 
-def check_refresh(client: ClientRecord, presented: str | None) -> str:
-    """What the refresh grant checks before it looks at the token; the presented token."""
+def check_refresh(client: ClientRecord, in_body: str | None, in_cookie: str | None = None
+                  ) -> str:
+    """What the refresh grant checks before it looks at the token; the presented token.
+
+    A cookie-delivery client's token comes only from its cookie: one in the body has passed
+    through JavaScript, which that registration promises never happens
+    (docs/design.md, "Browser apps")."""
     if not client.check_grant_type("refresh_token"):
         raise oauth_error(UnauthorizedClientError,
                           "the client may not use grant_type refresh_token")
-    if not presented:
+    if client.cookie_delivery:
+        if in_body:
+            raise oauth_error(InvalidRequestError, "this client's refresh token travels only "
+                              "in its cookie: send no 'refresh_token' parameter")
+        if not in_cookie:
+            raise oauth_error(InvalidRequestError,
+                              "no refresh token cookie for this client: sign in again")
+        return in_cookie
+    if not in_body:
         raise oauth_error(InvalidRequestError, "missing 'refresh_token' parameter")
-    return presented
+    return in_body
 
 
 def rotate(client: ClientRecord, presented: str, requested_scope: str | None,

@@ -20,8 +20,16 @@ from ..web.security import (
     protect_pages,
     sign_out,
 )
+from . import refresh_cookie
 
 bp = Blueprint("logout", __name__)
+
+
+@bp.after_request
+def _expire_signed_out_cookies(response: BaseResponse) -> BaseResponse:
+    """A browser app's refresh cookie whose session this page ended goes with it
+    (docs/design.md, "Browser apps")."""
+    return refresh_cookie.expire_dead(response, services().clock())
 bp.after_request(protect_pages)  # the confirmation and signed-out pages are pages
 
 MAX_ID_TOKEN = 8192

@@ -9,14 +9,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from flask import Blueprint, Response, request
 
 from ..crypto import jose
+from ..domain import credentials as creds
 from ..domain import refresh_lookup, sessions, user_agents
+from ..domain.clients import ClientRecord
 from ..extensions import db
-from ..http import OAUTH_NO_STORE, no_500
+from ..http import OAUTH_NO_STORE, error_response, no_500
 from ..services import services
+from . import refresh_cookie
 from .client_requests import REFRESH, authenticated_request, lookup_order
+from .errors import oauth_error
 from .tokens import ACCESS_TOKEN_TYP
 
 bp = Blueprint("revocation", __name__)
@@ -60,7 +65,12 @@ def revoke() -> Response:
     An access token without ``sid`` (client credentials) is self-contained: nothing to
     revoke; it ends at its ``exp``.
     """
-    authenticated = authenticated_request()
+    browser_app = refresh_cookie.cookie_client(request.form)
+    if browser_app is not None:
+        problem = _browser_app_problem(browser_app)
+        if problem is not None:
+            return error_response(problem)
+    authenticated = authenticated_request(_cookie_token)
     if isinstance(authenticated, Response):
         return authenticated
     client, token = authenticated
@@ -74,7 +84,26 @@ def revoke() -> Response:
                 db.session(), family_id, client.client_id, reason="revoked_by_client", now=now,
                 by={**_requester(), "token_type": kind})
         break
-    return Response("", 200, headers=OAUTH_NO_STORE)
+    response = Response("", 200, headers=OAUTH_NO_STORE)
+    if client.cookie_delivery:
+        refresh_cookie.expire_dead(response, now)
+    return response
+
+
+def _browser_app_problem(client: ClientRecord) -> OAuth2Error | None:
+    """A cookie-delivery client (docs/design.md, "Browser apps"): the CSRF rule, and no
+    refresh token in the body (its tokens never pass through JavaScript). Without a
+    ``token`` parameter the one in its cookie is revoked."""
+    problem = refresh_cookie.check_csrf(client)
+    if problem is None and request.form.get("token", "").startswith(
+            creds.REFRESH_TOKEN_PREFIX):
+        problem = oauth_error(InvalidRequestError, "this client's refresh token travels only "
+                              "in its cookie: send no 'token' parameter to revoke it")
+    return problem
+
+
+def _cookie_token(client: ClientRecord) -> str | None:
+    return refresh_cookie.presented(client) if client.cookie_delivery else None
 
 
 def _family_of(kind: str, token: str, now: dt.datetime) -> tuple[str | None, str | None]:

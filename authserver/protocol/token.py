@@ -22,7 +22,7 @@ from ..extensions import db
 from ..http import OAUTH_NO_STORE, error_response, json_response
 from ..services import services
 from ..storage.replay_cache import ReplayCacheUnavailable
-from . import dpop, grants
+from . import dpop, grants, refresh_cookie
 from .client_requests import check_token_request
 from .errors import oauth_error, safe_description
 
@@ -93,6 +93,11 @@ def _token_response() -> Response:
     if problem is not None:
         return error_response(problem)
     try:
+        browser_app = refresh_cookie.cookie_client(request.form)
+        if browser_app is not None:
+            problem = refresh_cookie.check_csrf(browser_app)
+            if problem is not None:
+                return error_response(problem)
         rejected = _validate_dpop()
         if rejected is not None:
             return rejected
@@ -100,6 +105,8 @@ def _token_response() -> Response:
             response = _refresh_response()
         else:
             response = services().oauth.create_token_response()
+        if browser_app is not None:
+            refresh_cookie.deliver(response, browser_app, services().clock())
         if services().nonces is not None:
             response.headers["DPoP-Nonce"] = services().nonces.current(  # type: ignore[union-attr]
                 services().clock())
@@ -137,7 +144,8 @@ def _refresh_response() -> Response:
         raise InsecureTransportError()
     try:
         client = services().oauth.authenticate_refresh_client(request.headers, request.form)
-        status, body, headers = grants.refresh_token_grant(client)
+        in_cookie = refresh_cookie.presented(client) if client.cookie_delivery else None
+        status, body, headers = grants.refresh_token_grant(client, in_cookie)
     except OAuth2Error as error:
         return error_response(error)
     return json_response(body, status, dict(headers))

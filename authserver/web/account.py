@@ -14,12 +14,19 @@ from ..domain import sessions, user_agents, users
 from ..domain.errors import ValidationError
 from ..extensions import db
 from ..http import NO_STORE, json_response
-from ..protocol import bearer, dpop
+from ..protocol import bearer, dpop, refresh_cookie
 from ..services import services
 from ..storage.models import User
 from .security import check_csrf, current_login, protect_pages, sign_out
 
 bp = Blueprint("account", __name__)
+
+
+@bp.after_request
+def _expire_signed_out_cookies(response: BaseResponse) -> BaseResponse:
+    """A browser app's refresh cookie whose session this page ended goes with it
+    (docs/design.md, "Browser apps")."""
+    return refresh_cookie.expire_dead(response, services().clock())
 bp.after_request(protect_pages)
 
 ACCOUNT_SCOPE = "account"
