@@ -80,6 +80,14 @@ class Client(Base):
     # A resource server that may call the introspection endpoint (RFC 7662 §2.1).
     allow_introspection: Mapped[bool] = mapped_column(Boolean, default=False,
                                                       server_default="0")
+    # OpenID Connect Back-Channel Logout 1.0 §2.2: where logout tokens are POSTed, and
+    # whether the client needs ``sid`` in them.
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    backchannel_logout_session_required: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="0")
+    # The status-list entry of the client's own (client_credentials) access tokens.
+    status_list: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status_idx: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[Timestamp]
     updated_at: Mapped[Timestamp]
 
@@ -109,6 +117,10 @@ class TokenFamily(Base):
     ua_family: Mapped[str | None] = mapped_column(String(128), nullable=True)
     ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The family's entry in a Token Status List (docs/design.md, "Revocation that reaches
+    # APIs"): every access token of the family carries it. None for families older than it.
+    status_list: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status_idx: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (Index("ix_token_families_device", "user_id", "client_id", "device_id"),)
 
@@ -218,6 +230,66 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class StatusList(Base):
+    """One shard of the Token Status List (draft-ietf-oauth-status-list): a fixed number of
+    entries, served at ``/oauth/status/<id>``. ``version`` changes with every entry that
+    changes, so a server process knows when to rebuild the list it serves."""
+
+    __tablename__ = "status_lists"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(Integer)  # entries (indices 0 .. size-1)
+    allocated: Mapped[int] = mapped_column(Integer, default=0)  # entries handed out so far
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]
+
+
+class TokenStatus(Base):
+    """One entry of a status list, owned by a family or a client. ``status`` is the
+    draft's value (0 VALID, 1 INVALID, 2 SUSPENDED). An entry outlives its owner until no
+    token that carries it can still be valid (``free_after``); only then may the index be
+    handed out again."""
+
+    __tablename__ = "token_statuses"
+
+    list_id: Mapped[int] = mapped_column(ForeignKey("status_lists.id"), primary_key=True,
+                                         autoincrement=False)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    owner_kind: Mapped[str] = mapped_column(String(8))  # "family" or "client"
+    owner_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[Timestamp]
+    changed_at: Mapped[OptionalTimestamp]
+    free_after: Mapped[OptionalTimestamp]  # set when it ends: the last token's expiry
+
+    __table_args__ = (Index("ix_token_statuses_list_status", "list_id", "status"),)
+
+
+class LogoutMessage(Base):
+    """A Back-Channel Logout token to deliver: the durable outbox, written in the
+    revocation's own transaction and drained by the worker (at least once)."""
+
+    __tablename__ = "logout_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    uri: Mapped[str] = mapped_column(Text)  # the backchannel_logout_uri when it was written
+    subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sid: Mapped[str | None] = mapped_column(String(43), nullable=True)
+    created_at: Mapped[Timestamp]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[Timestamp]
+    locked_until: Mapped[OptionalTimestamp]  # a worker's claim
+    locked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    delivered_at: Mapped[OptionalTimestamp]
+    failed_at: Mapped[OptionalTimestamp]  # gave up after the retry limit
+    last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    __table_args__ = (Index("ix_logout_outbox_pending", "delivered_at", "failed_at",
+                            "next_attempt_at"),)
+
+
 __all__ = [
     "AuditEvent",
     "AuthorizationCode",
@@ -225,7 +297,10 @@ __all__ = [
     "Consent",
     "DPoPProofJti",
     "LoginSession",
+    "LogoutMessage",
     "RefreshToken",
+    "StatusList",
     "TokenFamily",
+    "TokenStatus",
     "User",
 ]
