@@ -85,6 +85,17 @@ class Settings:
     open_registration_scopes: str = "openid profile email offline_access"
     dpop_nonce: bool = False
     log_level: str = "INFO"
+    # Token Status List (docs/design.md, "Revocation that reaches APIs"): how long a
+    # resource server may cache a list, and how many entries a list holds.
+    status_list_ttl: int = 60
+    status_list_size: int = 131_072
+    # Back-Channel Logout delivery: the in-process worker of ``serve``, outbound request
+    # timeout, attempts before giving up, and whether private/loopback receivers are allowed
+    # in production.
+    backchannel_worker: bool = True
+    backchannel_timeout_seconds: int = 5
+    backchannel_max_attempts: int = 8
+    backchannel_allow_private: bool = False
 
     @property
     def production(self) -> bool:
@@ -255,6 +266,10 @@ def validate(s: Settings) -> list[str]:
         "max_request_bytes": (1_024, 10_485_760),
         "trusted_proxies": (0, 10),
         "client_secret_overlap": (0, 30 * 86_400),
+        "status_list_ttl": (10, 86_400),
+        "status_list_size": (1_024, 1_048_576),
+        "backchannel_timeout_seconds": (1, 60),
+        "backchannel_max_attempts": (1, 50),
     }
     for name, (low, high) in bounds.items():
         value = getattr(s, name)
@@ -263,6 +278,10 @@ def validate(s: Settings) -> list[str]:
 
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append(f"{key('redis_url')}: must be a redis://, rediss:// or unix:// URL")
+
+    if isinstance(s.status_list_size, int) and s.status_list_size % 8:
+        problems.append(f"{key('status_list_size')}: must be a multiple of 8, got "
+                        f"{s.status_list_size!r}")
 
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"{key('log_level')}: must be DEBUG, INFO, WARNING or ERROR")
