@@ -21,7 +21,7 @@ from flask import Response, current_app, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..domain import credentials as creds
-from ..domain import refresh_lookup
+from ..domain import refresh_lookup, sessions
 from ..domain.clients import ClientRecord
 from ..extensions import db
 from ..services import services
@@ -73,7 +73,10 @@ def presented(client: ClientRecord) -> str | None:
 
 def deliver(response: Response, client: ClientRecord, now: dt.datetime) -> None:
     """Move the refresh token of a successful token response from its JSON into the
-    client's cookie, with ``Max-Age`` up to the token's own expiry (idle or absolute)."""
+    client's cookie, with ``Max-Age`` up to the token's own expiry (idle or absolute).
+
+    A new sign-in overwrites the cookie of an earlier one in this browser; nobody could use
+    that earlier session again, so it is revoked rather than left to expire unseen."""
     if response.status_code != 200:
         return
     body: Any = response.get_json(silent=True)
@@ -85,6 +88,22 @@ def deliver(response: Response, client: ClientRecord, now: dt.datetime) -> None:
     expires = info.expires_at if info is not None else None
     max_age = LONGEST_COOKIE if expires is None else round((expires - now).total_seconds())
     _set(response, client.client_id, token, max(0, min(max_age, LONGEST_COOKIE)))
+    if info is not None:
+        _revoke_overwritten(client, info.family_id, now)
+
+
+def _revoke_overwritten(client: ClientRecord, family_id: str, now: dt.datetime) -> None:
+    earlier = presented(client)
+    if earlier is None or not earlier.startswith(creds.REFRESH_TOKEN_PREFIX) \
+            or len(earlier) > 256:
+        return
+    old = refresh_lookup.find_refresh_token(db.session(), earlier, now)
+    if old is None or old.family_id == family_id or old.client_id != client.client_id:
+        return  # a refresh rotates within its family: the parent is not another session
+    if old.active:
+        sessions.revoke_for_client(  # commits
+            db.session(), old.family_id, client.client_id, reason="replaced_by_new_sign_in",
+            now=now, by={"via": "token_endpoint", "ip": request.remote_addr})
 
 
 def expire_dead(response: BaseResponse, now: dt.datetime) -> BaseResponse:
