@@ -36,6 +36,10 @@ CLIENT_ENABLED = "client_enabled"
 CLIENT_DELETED = "client_deleted"
 BROWSER_SIGNED_OUT = "browser_signed_out"
 CODE_REPLAYED = "authorization_code_replay"  # written by domain.codes
+# Back-Channel Logout deliveries (domain.logout_outbox): sent, an attempt failed, given up.
+BACKCHANNEL_LOGOUT_DELIVERED = "backchannel_logout_delivered"
+BACKCHANNEL_LOGOUT_FAILED = "backchannel_logout_failed"
+BACKCHANNEL_LOGOUT_GIVEN_UP = "backchannel_logout_given_up"
 
 # Every event type, for ``authserver audit list --event`` and the admin filter.
 EVENTS = (
@@ -44,7 +48,8 @@ EVENTS = (
     CODE_REPLAYED, USER_CREATED, USER_DEACTIVATED, PASSWORD_CHANGED, PASSWORD_RESET,
     ADMIN_GRANTED, ADMIN_REVOKED,
     CLIENT_CREATED, CLIENT_UPDATED, CLIENT_SECRET_ROTATED, CLIENT_DISABLED, CLIENT_ENABLED,
-    CLIENT_DELETED,
+    CLIENT_DELETED, BACKCHANNEL_LOGOUT_DELIVERED, BACKCHANNEL_LOGOUT_FAILED,
+    BACKCHANNEL_LOGOUT_GIVEN_UP,
 )
 
 

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from ..storage import engine as storage_engine
 from ..storage import refresh_store
 from ..storage.models import RefreshToken, TokenFamily, User
-from . import audit, binding, retry_seal, scopes
+from . import audit, binding, logout_outbox, retry_seal, scopes
 from . import credentials as creds
 from .binding import Bound, DeviceContext
 from .clients import ClientRecord
@@ -394,4 +394,6 @@ def revoke_family(
         audit.record(session, audit.FAMILY_REVOKED, user_id=revoked.user_id,
                      client_id=revoked.client_id, family_id=family_id, now=now, cause=reason,
                      device=device.describe(), **({"by": dict(by)} if by else {}))
+        logout_outbox.enqueue(session, family_id=family_id, client_id=revoked.client_id,
+                              user_id=revoked.user_id, now=now)
     return revoked is not None
