@@ -13,6 +13,8 @@ of the authorization server. Usage::
     @require_token(verifier, scope="orders:read")   # Flask; 401/403 per RFC 6750 §3
     def orders(): ...
 
+Access tokens carrying a Token Status List entry are checked against their list (fetched
+and cached per its ``ttl``); :class:`LogoutTokenVerifier` checks back-channel logout tokens.
 See docs/resource-servers.md.
 """
 
@@ -30,6 +32,7 @@ from .errors import (
     InvalidClaims,
     InvalidDPoPProof,
     InvalidIssuer,
+    InvalidLogoutToken,
     InvalidRequest,
     InvalidSignature,
     InvalidToken,
@@ -37,20 +40,27 @@ from .errors import (
     MalformedToken,
     MissingToken,
     NotYetValid,
+    ReplayedLogoutToken,
+    StatusUnavailable,
     TokenInactive,
+    TokenRevoked,
     UnknownKey,
     VerifierUnavailable,
 )
 from .http import HttpClient, HttpResponse, UrllibClient
 from .introspection import IntrospectionVerifier
+from .logout import LogoutClaims, LogoutTokenVerifier, MemoryJtiStore
+from .status_list import StatusList, StatusListCache, decode_status_list
 from .verifier import TokenVerifier
 
 __all__ = [
     "AccessTokenClaims", "DPoPVerifier", "ExpiredToken", "HttpClient", "HttpResponse",
     "InsufficientScope", "IntrospectionVerifier", "InvalidAlgorithm", "InvalidAudience",
-    "InvalidClaims", "InvalidDPoPProof", "InvalidIssuer", "InvalidRequest",
-    "InvalidSignature", "InvalidToken", "InvalidTokenType", "MalformedToken",
-    "MemoryReplayStore", "MissingToken", "NotYetValid", "TokenInactive", "TokenVerifier",
-    "UnknownKey", "UrllibClient", "VerifierUnavailable", "authenticate", "challenges",
-    "current_token", "parse_authorization", "require_token",
+    "InvalidClaims", "InvalidDPoPProof", "InvalidIssuer", "InvalidLogoutToken",
+    "InvalidRequest", "InvalidSignature", "InvalidToken", "InvalidTokenType", "LogoutClaims",
+    "LogoutTokenVerifier", "MalformedToken", "MemoryJtiStore", "MemoryReplayStore",
+    "MissingToken", "NotYetValid", "ReplayedLogoutToken", "StatusList", "StatusListCache",
+    "StatusUnavailable", "TokenInactive", "TokenRevoked", "TokenVerifier", "UnknownKey",
+    "UrllibClient", "VerifierUnavailable", "authenticate", "challenges", "current_token",
+    "decode_status_list", "parse_authorization", "require_token",
 ]

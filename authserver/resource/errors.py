@@ -119,3 +119,41 @@ class VerifierUnavailable(InvalidToken):
     error = "temporarily_unavailable"
     status = 503
     default_description = "the authorization server cannot be reached"
+
+
+class TokenRevoked(InvalidToken):
+    """The token's entry in its status list is not VALID (draft-ietf-oauth-status-list
+    §7.1): INVALID (1, the session was revoked), SUSPENDED (2) or another value."""
+
+    default_description = "the access token has been revoked"
+    _REASONS = {1: "the access token has been revoked (status list: INVALID)",
+                2: "the access token is suspended (status list: SUSPENDED)"}
+
+    def __init__(self, token_status: int = 1, description: str | None = None) -> None:
+        super().__init__(description or self._REASONS.get(
+            token_status, f"the access token's status is {token_status}, not VALID"))
+        self.token_status = token_status
+
+
+class StatusUnavailable(VerifierUnavailable):
+    """No usable status list for the token: it could not be fetched or verified, and the
+    copy fetched before (if any) is older than its ``ttl`` plus the grace. Failing closed,
+    the decorator answers 503 like any unreachable authorization server."""
+
+    default_description = "status list unavailable"
+
+
+class InvalidLogoutToken(InvalidToken):
+    """A back-channel logout token was refused; the receiver answers 400 ``invalid_request``
+    (OpenID Connect Back-Channel Logout 1.0 §2.8)."""
+
+    error = "invalid_request"
+    status = 400
+    default_description = "the logout token is invalid"
+
+
+class ReplayedLogoutToken(InvalidLogoutToken):
+    """A logout token whose ``jti`` was seen before: the logout it asks for was done when
+    it first came, so a receiver may answer 200 (delivery is at least once)."""
+
+    default_description = "the logout token was already received (jti replayed)"
