@@ -118,6 +118,13 @@ def _registration_options(update: bool) -> Callable[[Callable[..., Any]], Callab
                      help="Every token request must carry a DPoP proof (RFC 9449)."),
         click.option("--allow-introspection/--no-allow-introspection", default=default(False),
                      help="A resource server that may call /oauth/introspect."),
+        click.option("--backchannel-logout-uri", default=None, metavar="URI",
+                     help="Where logout tokens are POSTed when a session ends (OpenID "
+                          "Connect Back-Channel Logout); https. \"\" removes it."),
+        click.option("--backchannel-logout-session-required/"
+                     "--no-backchannel-logout-session-required",
+                     default=default(False),
+                     help="The client needs the sid claim in its logout tokens."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
     ]
 

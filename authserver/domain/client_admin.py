@@ -115,6 +115,8 @@ def spec_of(record: ClientRecord) -> ClientSpec:
         bind_device_id=policy.device_id, bind_user_agent=policy.user_agent, bind_ip=policy.ip,
         require_device_id=policy.require_device_id, on_binding_mismatch=policy.on_mismatch,
         require_dpop=policy.require_dpop, allow_introspection=record.allow_introspection,
+        backchannel_logout_uri=record.backchannel_logout_uri,
+        backchannel_logout_session_required=record.backchannel_logout_session_required,
     )
 
 

@@ -99,6 +99,13 @@ CLIENT_FIELDS = (
     ClientField("require_dpop", BOOL, "require_dpop", "--require-dpop", "Require DPoP"),
     ClientField("allow_introspection", BOOL, "allow_introspection", "--allow-introspection",
                 "May introspect tokens"),
+    # OpenID Connect Back-Channel Logout 1.0 §2.2 (docs/design.md, "Revocation that reaches
+    # APIs"): where logout tokens are POSTed, and whether the client needs their ``sid``.
+    ClientField("backchannel_logout_uri", TEXT, "backchannel_logout_uri",
+                "--backchannel-logout-uri", "Back-channel logout URI"),
+    ClientField("backchannel_logout_session_required", BOOL,
+                "backchannel_logout_session_required", "--backchannel-logout-session-required",
+                "Back-channel logout needs the session id"),
 )
 BOOL_FIELDS = tuple(f.name for f in CLIENT_FIELDS if f.kind == BOOL)
 LIST_FIELDS = tuple(f.name for f in CLIENT_FIELDS if f.kind == LIST)
@@ -129,6 +136,8 @@ class ClientSpec:
     on_binding_mismatch: str = "revoke"
     require_dpop: bool = False
     allow_introspection: bool = False
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_session_required: bool = False
 
     def binding(self) -> BindingPolicy:
         return BindingPolicy(
@@ -195,6 +204,41 @@ def check_redirect_uri(uri: str, field_name: str = "redirect_uris") -> None:
                    "by a reversed domain, like com.example.app (RFC 8252 §7.1)")
     if not parts.netloc and not parts.path.startswith("/"):
         raise fail("must be absolute: a private-use URI looks like com.example.app:/callback")
+
+
+def check_backchannel_logout_uri(uri: object) -> str | None:
+    """OpenID Connect Back-Channel Logout 1.0 §2.2: an absolute URI, no fragment; here
+    ``https``, or ``http`` to a loopback host as for redirect URIs (RFC 8252 §7.3). It may
+    carry a port, a path and a query. Empty means none; returns the URI or None."""
+    field_name = "backchannel_logout_uri"
+    if uri is None or uri == "":
+        return None
+    if not isinstance(uri, str):
+        raise ValidationError("backchannel_logout_uri must be a string", field_name)
+
+    def fail(why: str) -> ValidationError:
+        return ValidationError(f"back-channel logout URI {uri[:80]!r} {why}", field_name)
+
+    if len(uri) > MAX_URI_LENGTH:
+        raise fail(f"is longer than {MAX_URI_LENGTH} characters")
+    if _has_control_characters(uri) or " " in uri:
+        raise fail("contains spaces or control characters")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError:
+        raise fail("is not a valid URI") from None
+    if "#" in uri:
+        raise fail("must not contain a fragment (Back-Channel Logout §2.2)")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise fail("must be an absolute https URI")
+    if parts.username is not None or parts.password is not None:
+        raise fail("must not contain a user name or password")
+    if not parts.hostname:
+        raise fail("has no host")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise fail("must use https (http only for a loopback address)")
+    return uri
 
 
 def web_origin(origin: object) -> str:
@@ -356,9 +400,10 @@ def validate_spec(spec: ClientSpec) -> ClientSpec:
     spec.binding()
     origins = list(dict.fromkeys(web_origin(origin) for origin in spec.web_origins))
     _check_delivery(spec, origins)
+    logout_uri = check_backchannel_logout_uri(spec.backchannel_logout_uri)
     return dataclasses.replace(
         spec, name=name, grant_types=grant_types, scope=scopes.render(scope_tokens),
-        web_origins=origins,
+        web_origins=origins, backchannel_logout_uri=logout_uri,
         redirect_uris=list(dict.fromkeys(spec.redirect_uris)),
         post_logout_redirect_uris=list(dict.fromkeys(spec.post_logout_redirect_uris)),
     )

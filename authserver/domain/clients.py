@@ -63,6 +63,8 @@ class ClientRecord:
     refresh_token_delivery: str = BODY
     binding: BindingPolicy = field(default_factory=BindingPolicy)
     allow_introspection: bool = False
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_session_required: bool = False
     created_at: dt.datetime | None = None
     secret_digest: str | None = field(default=None, repr=False)
     previous_secret_digest: str | None = field(default=None, repr=False)
@@ -93,6 +95,8 @@ class ClientRecord:
                 require_dpop=row.require_dpop,
             ),
             allow_introspection=row.allow_introspection,
+            backchannel_logout_uri=row.backchannel_logout_uri,
+            backchannel_logout_session_required=bool(row.backchannel_logout_session_required),
             created_at=row.created_at,
             secret_digest=row.secret_digest,
             previous_secret_digest=row.previous_secret_digest,

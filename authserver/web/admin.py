@@ -137,6 +137,7 @@ def _values_of(spec: ClientSpec) -> dict[str, Any]:
     values: dict[str, Any] = {
         "name": spec.name, "client_type": "public" if spec.public else "confidential",
         "grant_types": list(spec.grant_types), "scope": spec.scope,
+        "backchannel_logout_uri": spec.backchannel_logout_uri or "",
     }
     for name in TEXT_LISTS:
         values[name] = "\n".join(getattr(spec, name))
@@ -157,6 +158,7 @@ def _values_from_form() -> dict[str, Any]:
         "name": form.get("name", ""), "grant_types": form.getlist("grant_types"),
         "client_type": "public" if form.get("client_type") == "public" else "confidential",
         "scope": form.get("scope", ""),
+        "backchannel_logout_uri": form.get("backchannel_logout_uri", "").strip(),
     }
     for name in TEXT_LISTS:
         values[name] = form.get(name, "")
@@ -191,6 +193,7 @@ def _spec_from(values: dict[str, Any], public: bool) -> ClientSpec:
     return ClientSpec(
         name=values["name"], public=public, scope=values["scope"],
         grant_types=list(values["grant_types"]),
+        backchannel_logout_uri=values["backchannel_logout_uri"] or None,
         **lists, **choices, **numbers, **flags,  # type: ignore[arg-type]
     )
 
