@@ -15,7 +15,7 @@ from flask.cli import ScriptInfo
 
 from ..config import ConfigError
 from ..crypto.keystore import KeyStoreError
-from . import audit, clients, db, keys, serve, users
+from . import audit, clients, db, keys, serve, users, worker
 from .base import CliError, Group
 
 __all__ = ["CliError", "Group", "cli", "main"]
@@ -33,7 +33,7 @@ def cli() -> None:
 
 
 for command in (db.db_group, users.users_group, audit.audit_group, clients.clients_group,
-                keys.keys_group, serve.serve):
+                keys.keys_group, serve.serve, worker.worker):
     cli.add_command(command)
 
 

@@ -69,7 +69,8 @@ def _default_workers() -> int:
 
 def worker_app() -> Any:
     """The WSGI app of one worker process (granian's factory): its own app and engines,
-    and its background work (the sweeper of expired sealed responses)."""
+    and its background work (the sweeper of expired sealed responses, the Back-Channel
+    Logout worker)."""
     from ..app import create_app, start_background_work
     from ..domain import passwords
 
@@ -78,6 +79,12 @@ def worker_app() -> Any:
     # other does, or that worker's first answer would tell user names apart.
     passwords.warm_up()
     start_background_work(app)
+    if app.extensions["authserver"].settings.backchannel_worker:
+        # Back-Channel Logout deliveries, in a thread of each worker process: their claims
+        # keep them apart (docs/design.md, "Revocation that reaches APIs").
+        from ..backchannel.worker import start_in_process
+
+        start_in_process(app)
     return app
 
 
