@@ -362,6 +362,29 @@ def test_the_code_exchange_answers_without_the_refresh_token_and_sets_the_cookie
     assert family_of(app, planner).revoked_at is None
 
 
+def test_a_new_sign_in_in_the_same_browser_replaces_the_earlier_session(app, person, planner):
+    _, first = sign_in(person, planner)
+    _, second = sign_in(person, planner)  # the cookie of the first is overwritten
+    earlier, later = [f for f in families(app) if f.client_id == planner.client_id]
+    assert earlier.revoke_reason == "replaced_by_new_sign_in" and later.revoked_at is None
+    assert_oauth_error(refresh(probe_client(app, {first.name: first.value}), planner),
+                       "invalid_grant")
+    assert person.client.get_cookie(second.name).value == second.value
+    assert_refreshes(person.client, planner)
+
+
+def test_a_sign_in_never_ends_another_apps_session_whatever_its_cookie_holds(
+        app, person, planner, ledger, two_apps):
+    """The ledger's cookie holding the planner's token (renamed) is not the ledger's
+    earlier session: signing in to the ledger leaves the planner's family alone."""
+    code, verifier = authorization_code(person, ledger)
+    renamed = probe_client(app, {cookie_name(ledger.client_id): two_apps["planner"].value})
+    response = exchange(renamed, ledger, code, verifier, from_app(ORIGIN_B))
+    assert response.status_code == 200, response.get_data(True)
+    assert [f.revoked_at for f in families(app) if f.client_id == planner.client_id] == [None]
+    assert_refreshes(person.client, planner)
+
+
 # (idle ttl, absolute ttl, Max-Age at sign-in, seconds later, Max-Age after that refresh)
 MAX_AGE_TABLE = {
     "idle-shorter": (3600, 86_400, 3600, 600, 3600),
@@ -452,6 +475,7 @@ def test_revoking_with_the_cookie_signs_the_app_out_and_expires_it(app, person, 
 REVOKE_PROBES = {case: REFRESH_PROBES[case][0] for case in (
     "no-origin", "foreign-origin", "origin-of-another-cookie-client", "origin-null",
     "no-x-csrf", "x-csrf-0", "no-cookie", "cookie-of-a-sent-for-b",
+    "refresh-token-in-the-body", "refresh-token-in-the-body-no-cookie",
     "client-in-basic-header-no-origin-no-x-csrf", "client-in-basic-header-foreign-origin")}
 
 
@@ -462,9 +486,10 @@ def test_revocation_probes_are_refused_and_change_nothing(app, person, planner, 
     clients = {"planner": planner, "ledger": ledger}
     cookies = {cookie_name(clients[named].client_id): two_apps[token].value
                for named, token in probe.cookies}
+    data = {"token": two_apps["planner"].value} if probe.body_token else {}
     before = token_rows(app)
     response = revoke(probe_client(app, cookies), clients[probe.client],
-                      from_app(probe.origin, probe.csrf), probe.in_basic)
+                      from_app(probe.origin, probe.csrf), probe.in_basic, **data)
     assert_unchanged_refused(response, "invalid_request", app, before)
     assert_refreshes(person.client, planner)
     assert_refreshes(person.client, ledger, ORIGIN_B)
