@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings, load_settings, shipped_path
 from .crypto.keystore import KeyStore
+from .domain import token_status
 from .domain.clients import ClientCache, ClientRecord, load_client
 from .extensions import db, migrate
 from .http import register_error_handlers
@@ -100,6 +101,8 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         engine = db.engine
         storage_engine.install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms)
         storage_engine.install_postgres_limits(engine, settings.db_lock_timeout_ms)
+        token_status.install(engine, list_size=settings.status_list_size,
+                             access_token_ttl=settings.access_token_ttl)
 
     keys = KeyStore.from_settings(settings)
     clients = ClientCache(_load_client, settings.client_cache_seconds)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..storage.models import Client, TokenFamily
-from . import audit, refresh_families, scopes
+from . import audit, refresh_families, scopes, token_status
 from . import credentials as creds
 from .client_metadata import SPEC_FIELDS, ClientSpec, validate_spec
 from .clients import MAX_CLIENT_ID, ClientRecord, valid_client_id
@@ -88,9 +88,22 @@ def _create(session: Session, spec: ClientSpec, actor: Actor | str | None,
     _apply(row, spec, now)
     session.add(row)
     session.flush()
+    _ensure_status(session, row, now)
     _audit(session, audit.CLIENT_CREATED, row.client_id, actor, now, name=row.name,
            public=row.public)
     return row, secret
+
+
+def _ensure_status(session: Session, row: Client, now: dt.datetime, *,
+                   replace: bool = False) -> None:
+    """A client allowed ``client_credentials`` has a status-list entry for those tokens
+    (docs/design.md, "Revocation that reaches APIs"); ``replace`` gives it a new one."""
+    if not row.active or "client_credentials" not in (row.grant_types or ()):
+        return
+    old = (token_status.Entry(row.status_list, row.status_idx)
+           if row.status_list is not None and row.status_idx is not None else None)
+    if old is None or replace:
+        token_status.allocate_for_client(session, row, now, replacing=old)
 
 
 def _apply(row: Client, spec: ClientSpec, now: dt.datetime) -> None:
@@ -136,8 +149,10 @@ def update_client(session: Session, client_id: str, *, actor: Actor | str | None
     after = validate_spec(dataclasses.replace(before, **changes))  # type: ignore[arg-type]
     changed = [name for name in SPEC_FIELDS if getattr(before, name) != getattr(after, name)]
     if changed:
-        _apply(row, after, utcnow())
+        now = utcnow()
+        _apply(row, after, now)
         session.flush()
+        _ensure_status(session, row, now)
         _audit(session, audit.CLIENT_UPDATED, client_id, actor, changed=changed)
     record = ClientRecord.from_model(row)
     session.commit()
@@ -198,14 +213,20 @@ def set_active(session: Session, client_id: str, active: bool, *,
 
     A disabled client cannot authenticate, so its refresh tokens fail and introspection
     reports its access tokens inactive. Enabling it again does not revive revoked sessions.
-    Commits.
+    Disabling sets its own status-list entry INVALID (its ``client_credentials`` tokens);
+    enabling it again gives it a new one. Commits.
     """
     row = _row(session, client_id)
+    was_active = row.active
+    now = utcnow()
     row.active = active
-    row.updated_at = utcnow()
+    row.updated_at = now
     revoked = 0
     if not active:
+        token_status.invalidate_client(session, row, now)
         revoked = _revoke_families(session, client_id, reason="client_disabled")
+    elif not was_active:
+        _ensure_status(session, row, now, replace=True)  # the old one stays INVALID
     _audit(session, audit.CLIENT_ENABLED if active else audit.CLIENT_DISABLED, client_id,
            actor, families_revoked=revoked)
     session.commit()
@@ -230,6 +251,7 @@ def delete_client(session: Session, client_id: str, *, actor: Actor | str | None
     foreign keys' cascade, with its codes and consents. Returns how many were revoked.
     Commits."""
     row = _row(session, client_id)
+    token_status.invalidate_client(session, row)
     revoked = _revoke_families(session, client_id, reason="client_deleted")
     _audit(session, audit.CLIENT_DELETED, client_id, actor, families_revoked=revoked,
            name=row.name)

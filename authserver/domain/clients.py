@@ -30,6 +30,7 @@ from .binding import BindingPolicy
 from .client_metadata import BODY, COOKIE
 from .clock import utcnow
 from .errors import NotFound
+from .token_status import Entry
 
 MAX_CLIENT_ID = 64
 # RFC 6749 Appendix A.1: client-id = *VSCHAR. Nothing else is ever looked up (a NUL, for one,
@@ -70,6 +71,8 @@ class ClientRecord:
     previous_secret_digest: str | None = field(default=None, repr=False)
     previous_secret_expires_at: dt.datetime | None = field(default=None, repr=False)
     registration_token_digest: str | None = field(default=None, repr=False)
+    # The status-list entry its client_credentials tokens carry (None: not allocated yet).
+    status: Entry | None = field(default=None, repr=False)
 
     @classmethod
     def from_model(cls, row: Client) -> ClientRecord:
@@ -102,6 +105,8 @@ class ClientRecord:
             previous_secret_digest=row.previous_secret_digest,
             previous_secret_expires_at=row.previous_secret_expires_at,
             registration_token_digest=row.registration_token_digest,
+            status=(Entry(row.status_list, row.status_idx)
+                    if row.status_list is not None and row.status_idx is not None else None),
         )
 
     @property
@@ -151,7 +156,7 @@ class ClientRecord:
         """The registration as shown to admins (never the secret or its digest)."""
         data = dataclasses.asdict(self)
         for private in ("secret_digest", "previous_secret_digest", "previous_secret_expires_at",
-                        "registration_token_digest"):
+                        "registration_token_digest", "status"):
             data.pop(private)
         policy = data.pop("binding")
         data.update({

@@ -16,7 +16,11 @@ What is deleted (``retention_days`` keeps dead rows for support and forensics):
 - authorization codes expired for more than a day, browser sign-ins ended longer ago
   than the retention, DPoP ``jti`` rows past their window, sealed retry responses past
   their grace window;
-- audit events older than ``audit_retention_days`` when that is set (0 keeps them all).
+- audit events older than ``audit_retention_days`` when that is set (0 keeps them all);
+- status-list entries past their ``free_after`` whose owner is gone (the family row
+  deleted, the client deleted or holding a new entry), so their indices can be handed out
+  again; never one whose family row still exists (``token_status.free_entries``;
+  docs/design.md, "Revocation that reaches APIs").
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from ..storage.models import (
     RefreshToken,
     TokenFamily,
 )
+from . import token_status
 from .client_metadata import ACCESS_TTL_BOUNDS
 from .clock import seconds, utcnow
 
@@ -140,6 +145,8 @@ def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
         session, RefreshToken.id,
         and_(RefreshToken.retry_until.is_not(None), RefreshToken.retry_until < now),
         batch_size, drop_responses, "retry_responses", after_batch)
+    counts["status_entries"] = token_status.free_entries(
+        session, now=now, batch_size=batch_size, after_batch=after_batch)
     counts["audit_events"] = 0
     if audit_retention_days > 0:
         counts["audit_events"] = _walk(

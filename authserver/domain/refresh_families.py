@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from ..storage import engine as storage_engine
 from ..storage import refresh_store
 from ..storage.models import RefreshToken, TokenFamily, User
-from . import audit, binding, logout_outbox, retry_seal, scopes
+from . import audit, binding, logout_outbox, retry_seal, scopes, token_status
 from . import credentials as creds
 from .binding import Bound, DeviceContext
 from .clients import ClientRecord
@@ -69,6 +69,9 @@ class Grant:
     issued_at: dt.datetime
     nonce: str | None = None  # OIDC: only for the ID token of the authentication response
     jkt: str | None = None  # DPoP key thumbprint the access token is bound to (cnf.jkt)
+    # The family's Token Status List entry (docs/design.md, "Revocation that reaches APIs");
+    # None for a family older than status lists: its tokens carry no ``status`` claim.
+    status: token_status.Entry | None = None
 
 
 # issue(grant) -> the access-token part of the response: access_token, token_type, expires_in
@@ -113,14 +116,17 @@ def start_family(
 
     The family records the device context; with ``bind_dpop`` it is bound to the DPoP key.
     A new sign-in from a device that already holds a family of this client replaces it.
+    The family gets a random status-list entry, which its access tokens carry.
     """
     now = clock()
     family_id = family_id or creds.new_family_id()
     expires_at = _expiry(now, client.refresh_absolute_ttl, None)
-    # Sign before the first write: no lock is held for the signature's sake.
     refresh_token = creds.new_refresh_token() if with_refresh_token else None
+    # The entry is taken before the signature (the token carries it), but no lock on its
+    # list is held while signing: only count_reserved, the last statement, takes one.
+    status = token_status.reserve(session, token_status.FAMILY, family_id, now)
     grant = Grant(client, user.subject, user.id, family_id, scope, auth_time or now, now, nonce,
-                  context.dpop_jkt)
+                  context.dpop_jkt, status)
     body = _response(issue(grant), refresh_token, scope)
     if context.device_id is not None:
         _replace_device_family(session, user.id, client.client_id, context.device_id, now)
@@ -140,6 +146,8 @@ def start_family(
             ua_family=context.ua_family,
             ip=context.ip,
             dpop_jkt=context.dpop_jkt if bind_dpop else None,
+            status_list=status.list_id,
+            status_idx=status.idx,
         )
     )
     if refresh_token is not None:
@@ -155,6 +163,7 @@ def start_family(
     audit.record(session, audit.FAMILY_CREATED, user_id=user.id, client_id=client.client_id,
                  family_id=family_id, now=now, grant_type=grant_type,
                  device=context.describe(), dpop_bound=bind_dpop and bool(context.dpop_jkt))
+    token_status.count_reserved(session, status, now)
     session.commit()
     return body
 
@@ -217,8 +226,10 @@ def _rotate_unused(
     child_token = creds.new_refresh_token()
     # A bound family's tokens carry its key; an unbound one's carry the proof's key, if any.
     jkt = row.dpop_jkt or context.dpop_jkt
+    status = (token_status.Entry(row.status_list, row.status_idx)
+              if row.status_list is not None and row.status_idx is not None else None)
     grant = Grant(client, row.subject, row.user_id, row.family_id, scope, row.auth_time, now,
-                  None, jkt)
+                  None, jkt, status)
     body = _response(issue(grant), child_token, scope)
     grace = client.reuse_grace
     child = refresh_store.Child(
@@ -374,7 +385,9 @@ def revoke_family(
     and this module's error paths, which commit).
 
     The audit row names the cause, the device the family was bound to and, with ``by``,
-    who asked for it from where (an IP, a user-agent family: never a credential).
+    who asked for it from where (an IP, a user-agent family: never a credential). The
+    family's status-list entry is set INVALID, so every access token it issued fails a
+    resource server's status check (docs/design.md, "Revocation that reaches APIs").
     """
     now = now or utcnow()
     revoked = session.execute(
@@ -382,13 +395,20 @@ def revoke_family(
         .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
         .values(revoked_at=now, revoke_reason=reason)
         .returning(TokenFamily.user_id, TokenFamily.client_id, TokenFamily.device_id,
-                   TokenFamily.ua_family, TokenFamily.ip, TokenFamily.dpop_jkt)
+                   TokenFamily.ua_family, TokenFamily.ip, TokenFamily.dpop_jkt,
+                   TokenFamily.status_list, TokenFamily.status_idx)
     ).one_or_none()
     session.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now, revoke_reason=reason, retry_response=None, retry_until=None)
     )
+    if revoked is not None and revoked.status_list is not None \
+            and revoked.status_idx is not None:
+        token_status.invalidate(
+            session, token_status.Entry(revoked.status_list, revoked.status_idx),
+            owner_kind=token_status.FAMILY, owner_id=family_id, client_id=revoked.client_id,
+            now=now)
     if revoked is not None:
         device = Bound(revoked.device_id, revoked.ua_family, revoked.ip, revoked.dpop_jkt)
         audit.record(session, audit.FAMILY_REVOKED, user_id=revoked.user_id,

@@ -17,7 +17,7 @@ from flask import g
 from flask import request as http_request
 from sqlalchemy.exc import DBAPIError
 
-from ..domain import codes, passwords, refresh_families, scopes, users
+from ..domain import codes, passwords, refresh_families, scopes, token_status, users
 from ..domain.binding import DeviceContext, normalise_ip, valid_device_id
 from ..domain.clients import ClientRecord
 from ..domain.errors import InvalidRefreshToken, ScopeNotGranted
@@ -179,10 +179,19 @@ def check_client_credentials(client: ClientRecord, requested_scope: str | None) 
 
 def client_credentials_body(client: ClientRecord, scope: list[str],
                             context: DeviceContext) -> dict[str, Any]:
-    """The token response of ``client_credentials``: an access token, no refresh token."""
+    """The token response of ``client_credentials``: an access token, no refresh token.
+
+    The token carries the client's own status-list entry, so disabling the client reaches
+    every API (docs/design.md, "Revocation that reaches APIs"). A client registered before
+    status lists gets its entry at its first such grant (a short write of its own)."""
+    status = client.status
+    if status is None:
+        status = token_status.ensure_client_entry(db.session(), client.client_id,
+                                                  services().clock())
+        services().clients.forget([client.client_id])
     access = services().tokens.issue(client=client, subject=client.client_id,
                                      issued_at=services().clock(), scope=scope,
-                                     jkt=context.dpop_jkt)
+                                     jkt=context.dpop_jkt, status=status)
     return {**access, "scope": scopes.render(scope)}
 
 

@@ -12,6 +12,7 @@ from ..domain import credentials as creds
 from ..domain import scopes
 from ..domain.clients import ClientRecord
 from ..domain.refresh_families import Grant
+from ..domain.token_status import Entry
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - RFC 9068 §2.1 media type
 
@@ -36,11 +37,13 @@ class AccessTokenIssuer:
         family_id: str | None = None,
         auth_time: dt.datetime | None = None,
         jkt: str | None = None,
+        status: Entry | None = None,
     ) -> dict[str, Any]:
         """The access-token part of a token response (RFC 6749 §5.1).
 
         With ``jkt`` the token is DPoP-bound: ``cnf.jkt`` (RFC 9449 §6.1) and
-        ``token_type: DPoP`` (§5).
+        ``token_type: DPoP`` (§5). With ``status`` it carries its Token Status List entry
+        (draft-ietf-oauth-status-list §6.1; docs/design.md, "Revocation that reaches APIs").
         """
         now = int(issued_at.timestamp())
         ttl = self.ttl(client)
@@ -60,9 +63,16 @@ class AccessTokenIssuer:
             claims["auth_time"] = int(auth_time.timestamp())
         if jkt is not None:
             claims["cnf"] = {"jkt": jkt}
+        if status is not None:
+            claims["status"] = {"status_list": {"idx": status.idx,
+                                                "uri": self.status_list_uri(status.list_id)}}
         token = self.keys.active().sign(claims, ACCESS_TOKEN_TYP)
         token_type = "DPoP" if jkt is not None else "Bearer"
         return {"access_token": token, "token_type": token_type, "expires_in": ttl}
+
+    def status_list_uri(self, list_id: int) -> str:
+        """Where the status list ``list_id`` is served (``protocol/status_lists.py``)."""
+        return f"{self.settings.issuer}/oauth/status/{list_id}"
 
     def for_grant(self, grant: Grant) -> dict[str, Any]:
         """Adapter for ``refresh_families``: tokens for a user's sign-in (family).
@@ -73,7 +83,7 @@ class AccessTokenIssuer:
         body = self.issue(client=grant.client, subject=grant.subject,
                           issued_at=grant.issued_at, scope=grant.scope,
                           family_id=grant.family_id, auth_time=grant.auth_time,
-                          jkt=grant.jkt)
+                          jkt=grant.jkt, status=grant.status)
         if "openid" in grant.scope:
             body["id_token"] = self.id_token(grant, body["access_token"])
         return body

@@ -48,6 +48,10 @@ LOOKUP = (
         _families.c.dpop_jkt,
         _users.c.subject,
         _users.c.active,
+        # The family's status-list entry, for the new access token's ``status`` claim: read
+        # here, so the refresh gains no statement (docs/design.md, "Performance budget").
+        _families.c.status_list,
+        _families.c.status_idx,
     )
     .select_from(_tokens.join(_families, _families.c.id == _tokens.c.family_id)
                  .join(_users, _users.c.id == _families.c.user_id))
@@ -140,6 +144,8 @@ class TokenRow(NamedTuple):
     dpop_jkt: str | None
     subject: str
     active: bool
+    status_list: int | None
+    status_idx: int | None
 
 
 

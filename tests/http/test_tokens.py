@@ -55,9 +55,10 @@ def test_client_credentials_token_has_the_client_as_subject(oauth):
     assert claims["sub"] == machine.client_id and "sid" not in claims
 
 
+# ``status``: the Token Status List entry (docs/design.md, "Revocation that reaches APIs").
 USER_CLAIMS = {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "sid",
-               "auth_time"}
-MACHINE_CLAIMS = {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti"}
+               "auth_time", "status"}
+MACHINE_CLAIMS = {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "status"}
 SUCCESS_KEYS = {"access_token", "token_type", "expires_in", "refresh_token", "scope"}
 
 
