@@ -25,6 +25,7 @@ from .protocol import (
     logout,
     registration,
     revocation,
+    status_lists,
     token,
     userinfo,
 )
@@ -46,7 +47,7 @@ MIGRATIONS_DIR = str(shipped_path("migrations", "migrations"))
 # the pages (and the templates and static files they share).
 BLUEPRINTS = (
     token.bp, authorize.bp, revocation.bp, introspection.bp, registration.bp, discovery.bp,
-    userinfo.bp, logout.bp, login_pages.bp, account.bp, admin.bp, web_bp,
+    userinfo.bp, logout.bp, status_lists.bp, login_pages.bp, account.bp, admin.bp, web_bp,
 )
 
 

@@ -13,7 +13,9 @@ introspection endpoints, and the public documents that any origin may read.
   ``*``: these answers carry credentials (cookies, tokens).
 - **Public documents** (the JWKS and both discovery documents): ``*``, without credentials
   (``discovery.PUBLIC_CORS``; :class:`~.discovery.DocumentMiddleware` answers their ``GET``
-  before Flask, this module their preflights and other methods).
+  before Flask, this module their preflights and other methods). The status lists
+  (``/oauth/status`` and ``/oauth/status/<id>``, protocol/status_lists.py) are public too:
+  this module gives every answer of theirs the same ``*``.
 
 The hook never raises: a malformed ``Authorization`` header, a garbage token or a database
 failure only means no CORS headers (the browser then refuses to let the page read).
@@ -39,7 +41,13 @@ from ..storage import engine as storage_engine
 from ..storage.models import Client
 from . import bearer
 from .client_auth import parse_basic
-from .discovery import JWKS_PATH, OAUTH_METADATA_PATH, OPENID_CONFIGURATION_PATH, PUBLIC_CORS
+from .discovery import (
+    JWKS_PATH,
+    OAUTH_METADATA_PATH,
+    OPENID_CONFIGURATION_PATH,
+    PUBLIC_CORS,
+    STATUS_LISTS_PATH,
+)
 from .token import TOKEN_PATH
 
 log = logging.getLogger(__name__)
@@ -54,7 +62,9 @@ CREDENTIALED_PATHS = {
     INTROSPECTION_PATH: "POST",
     USERINFO_PATH: "GET, POST",
 }
-PUBLIC_PATHS = frozenset((JWKS_PATH, OAUTH_METADATA_PATH, OPENID_CONFIGURATION_PATH))
+PUBLIC_PATHS = frozenset((JWKS_PATH, OAUTH_METADATA_PATH, OPENID_CONFIGURATION_PATH,
+                          STATUS_LISTS_PATH))
+PUBLIC_PREFIXES = (f"{STATUS_LISTS_PATH}/",)  # each status list
 ALLOW_HEADERS = "Content-Type, Authorization, DPoP, X-CSRF, X-Device-Id"
 EXPOSE_HEADERS = "DPoP-Nonce, WWW-Authenticate"
 MAX_AGE = 600  # seconds a browser may keep a preflight's answer
@@ -127,7 +137,7 @@ def install(app: Flask) -> None:
 def with_cors(response: Response, origins: WebOrigins) -> Response:
     """``response`` with the CORS headers its request earns (none, most of the time)."""
     path = request.path
-    if path in PUBLIC_PATHS:
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         response.headers.update(PUBLIC_CORS)
         if _preflight():
             response.headers["Access-Control-Allow-Methods"] = "GET, HEAD"

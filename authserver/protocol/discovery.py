@@ -31,6 +31,8 @@ bp = Blueprint("discovery", __name__)
 JWKS_PATH = "/.well-known/jwks.json"
 OAUTH_METADATA_PATH = "/.well-known/oauth-authorization-server"
 OPENID_CONFIGURATION_PATH = "/.well-known/openid-configuration"
+# The Token Status Lists (protocol/status_lists.py): the aggregation here, each list below it.
+STATUS_LISTS_PATH = "/oauth/status"
 METADATA_MAX_AGE = 3600
 # Public documents: any origin's script may read them, without credentials (the preflights
 # and other methods get the same from protocol/cors.py).
@@ -67,6 +69,8 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         "authorization_response_iss_parameter_supported": True,
         "prompt_values_supported": ["none", "login", "consent"],
         "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
+        # draft-ietf-oauth-status-list, "Status List Aggregation": every list's URI.
+        "status_list_aggregation_endpoint": f"{issuer}{STATUS_LISTS_PATH}",
         "service_documentation": f"{issuer}/",
     }
 
