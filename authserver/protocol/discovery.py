@@ -89,6 +89,9 @@ def openid_configuration(settings: Settings) -> dict[str, Any]:
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
+            # OpenID Connect Back-Channel Logout 1.0 §2.1: logout tokens always carry sid.
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
         }
     )
     return data
