@@ -13,6 +13,8 @@ race for the same messages.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +25,15 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
+from authserver.backchannel import sender
 from authserver.backchannel.worker import LogoutWorker
 from authserver.domain import audit, logout_outbox
+from authserver.domain import clients as domain_clients
 from authserver.extensions import db
 from authserver.storage.models import LogoutMessage
 from tests.support import logout_receiver
-from tests.support.oauth import OAuthActions
+from tests.support.admin import page_fields, signed_in_admin
+from tests.support.oauth import OAuthActions, basic, form_fields
 from tests.support.rows import events
 from tests.support.sessions import revoke
 
@@ -108,8 +113,6 @@ def test_the_cli_refuses_a_bad_back_channel_logout_uri(run, uri, why):
 
 
 def test_the_cli_sets_changes_and_removes_the_uri(run):
-    import json
-
     created = run("clients", "create", "--name", "RP", "--redirect-uri",
                   "https://rp.example.com/cb", "--backchannel-logout-uri",
                   "https://rp.example.com/bcl?tenant=1", "--backchannel-logout-session-required",
@@ -129,8 +132,6 @@ def test_the_cli_sets_changes_and_removes_the_uri(run):
 
 
 def test_the_registration_api_takes_the_rfc_members(app, client, run):
-    import json
-
     admin = json.loads(run("clients", "create", "--name", "admin", "--grant-type",
                            "client_credentials", "--scope", "admin:clients", "--json").output)
     token = client.post("/oauth/token", data={"grant_type": "client_credentials"},
@@ -151,8 +152,6 @@ def test_the_registration_api_takes_the_rfc_members(app, client, run):
 
 
 def _basic(client: dict[str, Any]) -> str:
-    from tests.support.oauth import basic
-
     return basic(client["client_id"], client["client_secret"])
 
 
@@ -350,8 +349,6 @@ def test_in_production_private_addresses_and_http_are_refused(
 
 
 def test_the_private_address_check_covers_every_resolved_address(monkeypatch):
-    from authserver.backchannel import sender
-
     answers = [(2, 1, 6, "", ("93.184.215.14", 443)), (2, 1, 6, "", ("10.0.0.7", 443))]
     monkeypatch.setattr(sender.socket, "getaddrinfo", lambda *a, **k: answers)
     outcome = sender.send("https://rebinding.example/bcl", "token",
@@ -421,3 +418,38 @@ def test_the_worker_command_delivers_what_is_due(app, oauth, client, run, receiv
     assert "delivered 1" in result.output and "pending now 0" in result.output
     logout_receiver.verify(receiver.tokens("/ok")[0], oauth.jwks(),
                            issuer=settings_of(app).issuer, client_id=app_client.client_id)
+
+
+def test_the_admin_form_sets_shows_refuses_and_clears_the_uri(app, oauth):
+    admin = signed_in_admin(app, oauth)
+    form = {"name": "Shop", "client_type": "confidential",
+            "redirect_uris": "https://shop.example.com/cb", "scope": "openid",
+            "refresh_idle_ttl": "3600", "refresh_absolute_ttl": "0", "reuse_grace": "10",
+            "access_token_ttl": "", "bind_ip": "off", "on_binding_mismatch": "revoke",
+            "backchannel_logout_uri": "https://shop.example.com/bcl",
+            "backchannel_logout_session_required": "on"}
+    page = admin.client.get("/admin/clients/new").get_data(as_text=True)
+    assert 'name="backchannel_logout_uri"' in page
+    created = admin.client.post("/admin/clients/new", data={**page_fields(page), **form})
+    assert created.status_code == 200, created.get_data(True)
+    client_id = re.search(r'id="client-id">([^<]+)<', created.get_data(True)).group(1)
+    edit = admin.client.get(f"/admin/clients/{client_id}").get_data(as_text=True)
+    assert 'value="https://shop.example.com/bcl"' in edit
+    assert re.search(r'name="backchannel_logout_session_required" checked', edit)
+
+    bad = admin.client.post(f"/admin/clients/{client_id}", data={
+        **form_fields(edit), **form, "backchannel_logout_uri": "http://shop.example.com/bcl"})
+    assert bad.status_code == 400
+    text = bad.get_data(as_text=True)
+    assert 'id="backchannel_logout_uri-error"' in text and "https" in text
+    assert 'value="http://shop.example.com/bcl"' in text  # kept for correcting
+
+    cleared = admin.client.post(f"/admin/clients/{client_id}", data={
+        **form_fields(edit), **{k: v for k, v in form.items()
+                                if k != "backchannel_logout_session_required"},
+        "backchannel_logout_uri": ""})
+    assert cleared.status_code == 303, cleared.get_data(True)
+    with app.app_context():
+        record = domain_clients.get_client(db.session, client_id)
+    assert record.backchannel_logout_uri is None
+    assert record.backchannel_logout_session_required is False
