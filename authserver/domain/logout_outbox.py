@@ -164,8 +164,14 @@ def delivered(engine: Engine, message: Message, worker: str, *, now: dt.datetime
             audit.record(connection, audit.BACKCHANNEL_LOGOUT_DELIVERED,
                          client_id=message.client_id, family_id=message.sid, now=now,
                          message=message.id, attempts=message.attempts + 1, status=status,
-                         uri=message.uri)
+                         uri=_shown(message.uri))
     return done
+
+
+def _shown(uri: str) -> str:
+    """The receiver as the audit trail shows it: without its query, which a client may
+    have used for a credential of its own."""
+    return uri.split("?", 1)[0][:200]
 
 
 def backoff(attempts: int) -> float:
@@ -201,7 +207,7 @@ def failed(engine: Engine, message: Message, worker: str, *, now: dt.datetime, e
                      else audit.BACKCHANNEL_LOGOUT_FAILED,
                      client_id=message.client_id, family_id=message.sid, now=now,
                      message=message.id, attempts=attempts, error=error[:MAX_ERROR],
-                     uri=message.uri,
+                     uri=_shown(message.uri),
                      **({} if given_up else
                         {"next_attempt_at": values["next_attempt_at"].isoformat()}))
     return "given_up" if given_up else "retry"

@@ -323,6 +323,21 @@ def test_the_background_worker_keeps_delivering_while_a_receiver_hangs(
         worker.stop(timeout=10)
 
 
+def test_a_commit_that_enqueued_wakes_the_worker_of_its_process(
+        app, oauth, client, receiver, make_worker):
+    app_client, tokens = signed_in(oauth, receiver.url("/ok"))
+    worker = make_worker(poll=30)  # it would not look again on its own for 30 s
+    worker.start()
+    try:
+        time.sleep(0.2)  # asleep now
+        started = time.monotonic()
+        revoke(client, app_client, tokens["refresh_token"])
+        receiver.wait_for("/ok", timeout=5)
+        assert time.monotonic() - started < 2
+    finally:
+        worker.stop(timeout=10)
+
+
 def test_redirects_are_not_followed(app, oauth, client, receiver, make_worker):
     app_client, tokens = signed_in(oauth, receiver.url("/redirect"))
     revoke(client, app_client, tokens["refresh_token"])
