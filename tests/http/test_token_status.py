@@ -6,6 +6,8 @@ only when no token carrying them can still be valid."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,9 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
-from authserver.domain import token_status
+from authserver.domain import passwords, token_status
 from authserver.extensions import db
 from authserver.storage.models import Client, StatusList, TokenFamily, TokenStatus
+from tests.conftest import PRODUCTION_PASSWORD_HASHER
 from tests.support.admin import machine_token, page_fields, signed_in_admin
 from tests.support.authorize import LOGOUT_RETURN, REDIRECT, exchange, get_code, start
 from tests.support.oauth import (
@@ -34,6 +37,7 @@ from tests.support.sessions import (
     device_refresh,
     post_form,
 )
+from tests.support.token_race import refresh_in_own_process
 
 Entry = tuple[int, int]  # (list id, idx)
 NEW_PASSWORD = "another correct horse battery"
@@ -584,3 +588,47 @@ def test_an_index_drawn_twice_is_drawn_again(oauth, bank, app, monkeypatch):
     assert (first[1], second[1]) == (77, 1234)
     with app.app_context():
         assert db.session.scalar(select(StatusList.allocated)) == 2
+
+
+PROCESSES = 4
+
+
+@pytest.mark.parametrize("settings_overrides", [{"status_list_size": 1024,
+                                                 "db_lock_timeout_ms": 10_000}])
+def test_separate_processes_open_the_next_list_at_once(oauth, app, monkeypatch):
+    """Server processes (own app, engine and pool each) signing in at one moment, list 1
+    half full: each opens "the next list" itself; all succeed, on one new list, with
+    distinct entries."""
+    # The password hashed as the server processes hash it (they would rehash a cheap one).
+    monkeypatch.setattr(passwords, "_hasher", PRODUCTION_PASSWORD_HASHER)
+    monkeypatch.setattr(passwords, "_dummy", None)
+    oauth.create_user()
+    bank = oauth.first_party_app(name="BankApp", scope="read")
+    oauth.login_pair(bank)
+    with app.app_context():
+        db.session.execute(update(StatusList).values(allocated=512))
+        db.session.commit()
+    form = {"grant_type": "password", "username": "alice", "password": PASSWORD,
+            "client_id": bank.client_id}
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    processes = [ctx.Process(target=refresh_in_own_process,
+                             args=(app.extensions["authserver"].settings, [form], start,
+                                   results)) for _ in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    try:
+        reports = [results.get(timeout=240) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    assert len({pid for pid, _ in reports}) == PROCESSES
+    outcomes = [outcome for _, per_process in reports for outcome in per_process]
+    assert [status for status, _ in outcomes] == [200] * PROCESSES, outcomes
+    entries = {entry_of(oauth, json.loads(body)["access_token"]) for _, body in outcomes}
+    assert len(entries) == PROCESSES and {list_id for list_id, _ in entries} == {2}
+    with app.app_context():
+        lists = dict(db.session.execute(select(StatusList.id, StatusList.allocated)).all())
+    assert lists == {1: 512, 2: PROCESSES}
