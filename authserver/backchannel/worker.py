@@ -154,7 +154,7 @@ class LogoutWorker:
             if free > 0:
                 try:
                     batch = self.claim(free)
-                except DBAPIError:
+                except Exception:  # the database is away, say: the thread must live on
                     log.warning("back-channel logout: claiming messages failed; retrying",
                                 exc_info=True)
                     batch = []
