@@ -287,42 +287,49 @@ def _owner_gone() -> ColumnElement[bool]:
 def free_entries(session: Session, *, now: dt.datetime | None = None,
                  batch_size: int = 1000,
                  after_batch: Callable[[str, int], None] | None = None) -> int:
-    """Free (delete) every entry past its ``free_after`` whose owner is gone, one batch per
-    transaction, lowering each list's ``allocated`` and bumping its ``version``; return how
-    many. Entries that lost their owner without ending first get a ``free_after`` (a
-    maximal token lifetime from now). Never an entry whose family row still exists.
-    Commits each batch."""
+    """Free (delete) every entry past its ``free_after`` whose owner is gone, lowering its
+    list's ``allocated`` and bumping its ``version``; return how many. An entry that lost
+    its owner without ending (no ``free_after``) gets one a maximal token lifetime from
+    now, and is freed by a later purge. Never an entry whose family row still exists.
+    Walks the entries in primary-key order, one page per transaction, like the rest of
+    the purge (``housekeeping``). Commits each batch."""
     now = now or utcnow()
-    session.execute(
-        update(TokenStatus)
-        .where(TokenStatus.free_after.is_(None), _owner_gone())
-        .values(free_after=now + seconds(MAX_ACCESS_TTL + LEEWAY))
-        .execution_options(synchronize_session=False))
-    session.commit()
-    total = 0
+    key = tuple_(TokenStatus.list_id, TokenStatus.idx)
+    due = or_(TokenStatus.free_after.is_(None), TokenStatus.free_after < now)
+    total, last = 0, None
     while True:
-        keys = session.execute(
-            select(TokenStatus.list_id, TokenStatus.idx)
-            .where(TokenStatus.free_after < now, _owner_gone())
-            .order_by(TokenStatus.list_id, TokenStatus.idx).limit(batch_size)).all()
-        if not keys:
+        query = select(TokenStatus.list_id, TokenStatus.idx, TokenStatus.free_after).where(
+            _owner_gone(), due)
+        if last is not None:
+            query = query.where(key > tuple_(*last))
+        page = session.execute(query.order_by(TokenStatus.list_id, TokenStatus.idx)
+                               .limit(batch_size)).all()
+        if not page:
             session.commit()
             return total
-        pairs = [(row.list_id, row.idx) for row in keys]
-        session.execute(
-            _statuses.delete().where(tuple_(_statuses.c.list_id, _statuses.c.idx).in_(pairs)))
-        per_list: dict[int, int] = {}
-        for list_id, _ in pairs:
-            per_list[list_id] = per_list.get(list_id, 0) + 1
-        for list_id, count in sorted(per_list.items()):
+        last = (page[-1].list_id, page[-1].idx)
+        orphans = [(r.list_id, r.idx) for r in page if r.free_after is None]
+        freed = [(r.list_id, r.idx) for r in page if r.free_after is not None]
+        if orphans:
             session.execute(
-                update(StatusList).where(StatusList.id == list_id)
-                .values(allocated=StatusList.allocated - count,
-                        version=StatusList.version + 1, updated_at=now))
+                _statuses.update()
+                .where(tuple_(_statuses.c.list_id, _statuses.c.idx).in_(orphans))
+                .values(free_after=now + seconds(MAX_ACCESS_TTL + LEEWAY)))
+        if freed:
+            session.execute(_statuses.delete().where(
+                tuple_(_statuses.c.list_id, _statuses.c.idx).in_(freed)))
+            per_list: dict[int, int] = {}
+            for list_id, _ in freed:
+                per_list[list_id] = per_list.get(list_id, 0) + 1
+            for list_id, count in sorted(per_list.items()):
+                session.execute(
+                    update(StatusList).where(StatusList.id == list_id)
+                    .values(allocated=StatusList.allocated - count,
+                            version=StatusList.version + 1, updated_at=now))
         session.commit()
-        total += len(pairs)
+        total += len(freed)
         if after_batch is not None:
-            after_batch("status_entries", len(pairs))
+            after_batch("status_entries", len(freed))
 
 
 # -- reads for the serving side -------------------------------------------------------------

@@ -485,7 +485,7 @@ def test_purge_frees_only_what_no_token_can_still_carry(oauth, bank, app, run):
         allocated = db.session.scalar(select(StatusList.allocated))
     assert allocated == 5
     before = versions(app)
-    result = run("db", "purge", "--retention-days", "0")
+    result = run("db", "purge", "--retention-days", "0", "--batch-size", "1")  # page by page
     assert result.exit_code == 0 and "status_entries=2" in result.output, result.output
     left = {(r.list_id, r.idx) for r in rows(app)}
     assert entry_of(oauth, revoked["access_token"]) not in left  # family gone, past free_after
