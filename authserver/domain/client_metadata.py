@@ -9,6 +9,8 @@ field (RFC 7591 §3.2.2: the API turns it into ``invalid_redirect_uri`` or
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -271,12 +273,30 @@ def web_origin(origin: object) -> str:
     scheme, host = parts.scheme.lower(), parts.hostname.lower()
     if "*" in host:
         raise fail("must name one host: wildcards are not allowed")
+    if not _valid_host(host, bracketed="[" in parts.netloc):
+        raise fail("must name a host by DNS name (international names in their xn-- form) "
+                   "or IP address")
     if scheme == "http" and host not in LOOPBACK_HOSTS:
         raise fail("must use https (http only for a loopback address)")
     shown = f"[{host}]" if ":" in host else host
     if port is not None and port != DEFAULT_PORTS[scheme]:
         shown += f":{port}"
     return f"{scheme}://{shown}"
+
+
+_DNS_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def _valid_host(host: str, bracketed: bool) -> bool:
+    """A host as browsers write it in ``Origin``: an IPv6 literal in brackets, or dot-separated
+    DNS labels (IPv4 addresses included), ASCII only."""
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in host.split("."))
 
 
 def check_response_types(response_types: object, grant_types: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from ..domain import credentials as creds
 from ..domain.clients import ClientRecord
 from ..http import error_response, secure
 from ..services import services
-from .client_auth import authenticate_client
+from .client_auth import authenticate_client, parse_basic
 from .errors import oauth_error
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,24 @@ def authenticated_request(
     except OAuth2Error as error:
         return error_response(error)
     return client, token
+
+
+def named_client_id() -> str | None:
+    """The client a token, revocation or introspection request names: the user name of HTTP
+    Basic authentication (RFC 6749 §2.3.1, form-urlencoded-decoded), else the ``client_id``
+    form parameter; None when it names none (or the header or body cannot be read).
+    Authentication is not checked here: callers use it before (CSRF, CORS)."""
+    header = request.headers.get("Authorization", "")
+    if header.strip()[:6].lower() == "basic ":
+        try:
+            return parse_basic(header)[0]
+        except OAuth2Error:  # malformed: no client
+            return None
+    try:
+        value = request.form.get("client_id")
+    except RequestEntityTooLarge:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def lookup_order(hint: str | None, token: str) -> list[str]:

@@ -40,7 +40,7 @@ from ..services import Services, services
 from ..storage import engine as storage_engine
 from ..storage.models import Client
 from . import bearer
-from .client_auth import parse_basic
+from .client_requests import named_client_id
 from .discovery import (
     JWKS_PATH,
     OAUTH_METADATA_PATH,
@@ -180,30 +180,13 @@ def _preflight() -> bool:
 def _client_allows(path: str, origin: str) -> bool:
     """Whether ``origin`` is a web origin of the client this request names (for
     introspection: only a public client's)."""
-    client_id = _userinfo_client_id() if path == USERINFO_PATH else _form_client_id()
+    client_id = _userinfo_client_id() if path == USERINFO_PATH else named_client_id()
     if not client_id:
         return False
     client = services().clients.get(client_id)  # the cached record
     if client is None or not client.active or origin not in client.web_origins:
         return False
     return client.public or path != INTROSPECTION_PATH
-
-
-def _form_client_id() -> str | None:
-    """The client of a token, revocation or introspection request: the user name of HTTP
-    Basic authentication (RFC 6749 §2.3.1, form-urlencoded-decoded), else the ``client_id``
-    form parameter."""
-    header = request.headers.get("Authorization", "")
-    if header.strip()[:6].lower() == "basic ":
-        try:
-            return parse_basic(header)[0]
-        except Exception:  # malformed: no client, no CORS headers
-            return None
-    try:
-        value = request.form.get("client_id")
-    except RequestEntityTooLarge:
-        return None
-    return value if isinstance(value, str) else None
 
 
 def _userinfo_client_id() -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
@@ -25,6 +24,7 @@ from ..domain import refresh_lookup, sessions
 from ..domain.clients import ClientRecord
 from ..extensions import db
 from ..services import services
+from .client_requests import named_client_id
 from .errors import oauth_error
 
 COOKIE_PREFIX = "__Host-refresh-"
@@ -43,10 +43,10 @@ def cookie_name(client_id: str) -> str:
     return COOKIE_PREFIX + hashlib.sha256(client_id.encode()).hexdigest()[:32]
 
 
-def cookie_client(form: Mapping[str, str]) -> ClientRecord | None:
-    """The active cookie-delivery client a token or revocation request names by
-    ``client_id`` (public clients authenticate by it alone), or None."""
-    client_id = form.get("client_id")
+def cookie_client() -> ClientRecord | None:
+    """The active cookie-delivery client the current token or revocation request names (by
+    ``client_id``, or as the user of Basic authentication), or None."""
+    client_id = named_client_id()
     if not client_id:
         return None
     client = services().clients.get(client_id)

@@ -65,7 +65,7 @@ def revoke() -> Response:
     An access token without ``sid`` (client credentials) is self-contained: nothing to
     revoke; it ends at its ``exp``.
     """
-    browser_app = refresh_cookie.cookie_client(request.form)
+    browser_app = refresh_cookie.cookie_client()
     if browser_app is not None:
         problem = _browser_app_problem(browser_app)
         if problem is not None:

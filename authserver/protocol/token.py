@@ -93,7 +93,7 @@ def _token_response() -> Response:
     if problem is not None:
         return error_response(problem)
     try:
-        browser_app = refresh_cookie.cookie_client(request.form)
+        browser_app = refresh_cookie.cookie_client()
         if browser_app is not None:
             problem = refresh_cookie.check_csrf(browser_app)
             if problem is not None:

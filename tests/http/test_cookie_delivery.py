@@ -64,26 +64,9 @@ CHROME_MAC = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.3
               "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36")
 
 
-# Rows the server gets wrong today, reported with these reproductions; strict, so a fix
-# turns them into failures that ask for the mark to go.
-BASIC_NAMING_BUG = pytest.mark.xfail(strict=True, reason=(
-    "server bug: a cookie client named by Basic base64('<client_id>:') instead of the form's "
-    "client_id skips the Origin/X-CSRF rule and gets its refresh token in the JSON"))
-ORIGIN_HOST_BUG = pytest.mark.xfail(strict=True, reason=(
-    "server bug: web_origin() accepts any characters in the host (';', ',', '%', '>', '\\')"))
-KNOWN_BUGS = {
-    "client-in-basic-header-no-origin-no-x-csrf": BASIC_NAMING_BUG,
-    "client-in-basic-header-foreign-origin": BASIC_NAMING_BUG,
-    **{f"origin-{case}": ORIGIN_HOST_BUG for case in (
-        "trailing-semicolon", "comma-host", "trailing-percent", "trailing-angle",
-        "trailing-backslash")},
-}
-
-
 def cases(table: dict[str, Any]) -> list[Any]:
-    """A table's rows as parameters, each named by its key (known bugs marked)."""
-    return [pytest.param(case, id=case, marks=[KNOWN_BUGS[case]] if case in KNOWN_BUGS else [])
-            for case in table]
+    """A table's rows as parameters, each named by its key."""
+    return [pytest.param(case, id=case) for case in table]
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -506,9 +489,7 @@ def test_revoking_with_another_apps_cookie_renamed_ends_nothing(app, person, pla
     assert_refreshes(person.client, planner)
 
 
-@pytest.mark.parametrize("grant", [
-    pytest.param("authorization_code", marks=BASIC_NAMING_BUG),
-    pytest.param("refresh_token", marks=BASIC_NAMING_BUG)])
+@pytest.mark.parametrize("grant", ["authorization_code", "refresh_token"])
 def test_naming_the_client_in_a_basic_header_never_puts_the_token_in_json(app, person, planner,
                                                                           grant):
     """A script on the app's own origin (an XSS) that names the client by Basic instead of

@@ -344,14 +344,9 @@ def test_a_retry_gets_the_same_cookie_and_a_reuse_ends_the_session(server):
     assert_error(refresh(server, session, once, from_app()), "invalid_grant")
 
 
-BASIC_NAMING_BUG = pytest.mark.xfail(strict=True, reason=(
-    "server bug: a cookie client named by Basic base64('<client_id>:') instead of the form's "
-    "client_id skips the Origin/X-CSRF rule and gets its refresh token in the JSON"))
-
-
 @pytest.mark.parametrize("headers", [
-    pytest.param({}, id="no-origin-no-x-csrf", marks=BASIC_NAMING_BUG),
-    pytest.param(from_app(FOREIGN), id="foreign-origin", marks=BASIC_NAMING_BUG)])
+    pytest.param({}, id="no-origin-no-x-csrf"),
+    pytest.param(from_app(FOREIGN), id="foreign-origin")])
 def test_naming_the_client_in_a_basic_header_changes_no_rule(server, planner, signed_in,
                                                              headers):
     """requests-oauthlib's way of naming a public client, ``Basic base64("<id>:")``, is
