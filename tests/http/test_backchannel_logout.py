@@ -33,6 +33,7 @@ from authserver.extensions import db
 from authserver.storage.models import LogoutMessage
 from tests.support import logout_receiver
 from tests.support.admin import page_fields, signed_in_admin
+from tests.support.authorize import LOGOUT_RETURN, OIDC_SCOPE, REDIRECT, exchange, get_code
 from tests.support.oauth import OAuthActions, basic, form_fields
 from tests.support.rows import events
 from tests.support.sessions import revoke
@@ -186,6 +187,27 @@ def test_revocation_writes_the_message_and_the_worker_delivers_a_valid_logout_to
     # Nothing is due any more: a second pass sends nothing.
     assert sum(make_worker().run_once().values()) == 0
     assert len(receiver.deliveries) == 1
+
+
+def test_a_browser_sign_out_sends_a_token_with_the_id_tokens_sid_and_no_nonce(
+        app, oauth, person, receiver, make_worker):
+    spa, _ = oauth.create_client(
+        name="Budget Planner", public=True, redirect_uris=[REDIRECT],
+        post_logout_redirect_uris=[LOGOUT_RETURN], scope=OIDC_SCOPE,
+        backchannel_logout_uri=receiver.url("/ok"))
+    code, verifier = get_code(person, spa)
+    tokens = exchange(oauth, spa, code, verifier).get_json()
+    id_claims = jwt.decode(tokens["id_token"], options={"verify_signature": False})
+    assert id_claims["nonce"] == "n-0S6"
+    signed_out = person.client.get("/logout", query_string={
+        "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": LOGOUT_RETURN})
+    assert signed_out.status_code == 303
+    assert receiver.tokens() == []
+    assert make_worker().run_once()["delivered"] == 1
+    claims = logout_receiver.verify(receiver.tokens("/ok")[0], oauth.jwks(),
+                                    issuer=settings_of(app).issuer, client_id=spa.client_id)
+    assert claims["sid"] == id_claims["sid"] and claims["sub"] == id_claims["sub"]
+    assert "nonce" not in claims
 
 
 def test_204_is_success_too_and_clients_without_a_uri_get_no_message(
