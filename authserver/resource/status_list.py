@@ -268,6 +268,8 @@ class StatusListCache:
                 except StatusListError as exc:
                     self.failures += 1
                     entry.failed, entry.error = True, str(exc)
+                    # Until the next retry, requests use the old copy without this lock.
+                    entry.fresh_until = min(now + self.retry_interval, entry.usable_until)
                     log.warning("status list %s: %s", uri[:200], exc)
             if entry.current is not None and now < entry.usable_until:
                 return entry.current  # the previous copy, within ttl + grace
