@@ -102,8 +102,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         engine = db.engine
         storage_engine.install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms)
         storage_engine.install_postgres_limits(engine, settings.db_lock_timeout_ms)
-        token_status.install(engine, list_size=settings.status_list_size,
-                             access_token_ttl=settings.access_token_ttl)
+        token_status.install(engine, list_size=settings.status_list_size)
 
     keys = KeyStore.from_settings(settings)
     clients = ClientCache(_load_client, settings.client_cache_seconds)

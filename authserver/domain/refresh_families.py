@@ -407,8 +407,7 @@ def revoke_family(
             and revoked.status_idx is not None:
         token_status.invalidate(
             session, token_status.Entry(revoked.status_list, revoked.status_idx),
-            owner_kind=token_status.FAMILY, owner_id=family_id, client_id=revoked.client_id,
-            now=now)
+            owner_kind=token_status.FAMILY, owner_id=family_id, now=now)
     if revoked is not None:
         device = Bound(revoked.device_id, revoked.ua_family, revoked.ip, revoked.dpop_jkt)
         audit.record(session, audit.FAMILY_REVOKED, user_id=revoked.user_id,

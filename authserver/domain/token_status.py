@@ -17,8 +17,8 @@ the list's ``version`` in the revocation's own transaction.
   id. The count of entries in a list (``allocated``) is raised last (:func:`count_reserved`),
   so the list's row is locked only until the commit, never while a token is signed.
 - **Invalidation** (:func:`invalidate`): status 1, ``changed_at``, and ``free_after`` = the
-  latest ``exp`` a token carrying the entry can have (the client's access-token lifetime or
-  the server's) plus :data:`LEEWAY`.
+  latest ``exp`` any token can have (the longest access-token lifetime a client may be
+  given, whatever this one's is today) plus :data:`LEEWAY`.
 - **Freeing** (:func:`free_entries`, ``authserver db purge``): only entries past
   ``free_after`` whose owner no longer points to them (the family row is gone; the client is
   deleted or carries another entry). An entry that lost its owner without ending (a family
@@ -80,18 +80,17 @@ class Entry:
 
 @dataclass(frozen=True)
 class Policy:
-    """What the settings say: the size of a new list, the server's access-token lifetime."""
+    """What the settings say: the size of a new list."""
 
     list_size: int = DEFAULT_LIST_SIZE
-    access_token_ttl: int = MAX_ACCESS_TTL  # unknown: the longest any token can have
 
 
 _policies: dict[Engine, Policy] = {}
 
 
-def install(engine: Engine, *, list_size: int, access_token_ttl: int) -> None:
+def install(engine: Engine, *, list_size: int) -> None:
     """Record the settings for the database behind ``engine`` (the app factory calls it)."""
-    _policies[engine] = Policy(list_size, access_token_ttl)
+    _policies[engine] = Policy(list_size)
 
 
 def _policy(session: Session) -> Policy:
@@ -229,22 +228,15 @@ def ensure_client_entry(session: Session, client_id: str, now: dt.datetime | Non
 # -- invalidation ---------------------------------------------------------------------------
 
 
-def _longest_ttl(session: Session, client_id: str | None) -> int:
-    """The longest lifetime an access token of this client can have."""
-    ttl = None
-    if client_id is not None:
-        ttl = session.scalar(select(Client.access_token_ttl)
-                             .where(Client.client_id == client_id))
-    return int(ttl or _policy(session).access_token_ttl)
-
-
 def invalidate(session: Session, entry: Entry, *, owner_kind: str, owner_id: str,
-               client_id: str | None, now: dt.datetime | None = None) -> bool:
+               now: dt.datetime | None = None) -> bool:
     """Set the owner's entry INVALID (and when it may be freed) and bump its list's
     ``version``; False if it already was. Joins the caller's transaction; only called from
     the domain (``refresh_families.revoke_family``, ``client_admin``)."""
     now = now or utcnow()
-    free_after = now + seconds(_longest_ttl(session, client_id) + LEEWAY)
+    # The longest lifetime any access token can have, not the client's lifetime of today:
+    # an admin may have lowered it since the entry's tokens were issued.
+    free_after = now + seconds(MAX_ACCESS_TTL + LEEWAY)
     changed = session.execute(
         update(TokenStatus)
         .where(TokenStatus.list_id == entry.list_id, TokenStatus.idx == entry.idx,
@@ -266,8 +258,7 @@ def invalidate_client(session: Session, client: Client, now: dt.datetime | None 
     if client.status_list is None or client.status_idx is None:
         return False
     return invalidate(session, Entry(client.status_list, client.status_idx),
-                      owner_kind=CLIENT, owner_id=client.client_id,
-                      client_id=client.client_id, now=now)
+                      owner_kind=CLIENT, owner_id=client.client_id, now=now)
 
 
 # -- freeing (housekeeping) -----------------------------------------------------------------
