@@ -238,6 +238,19 @@ def test_disabling_a_client_sends_one_logout_token_per_session(
     assert sids == {id_token_sid(oauth, first), id_token_sid(oauth, second)}
 
 
+def test_a_deleted_client_still_hears_that_its_sessions_ended(
+        app, oauth, client, run, receiver, make_worker, clock):
+    app_client, tokens = signed_in(oauth, receiver.url("/ok"))
+    assert run("clients", "delete", app_client.client_id, "--yes").exit_code == 0
+    clock.advance(2)  # the CLI's clock is the real one
+    # The message outlives the client row (it holds a snapshot of the URI).
+    assert make_worker().run_once()["delivered"] == 1
+    claims = logout_receiver.verify(receiver.tokens("/ok")[0], oauth.jwks(),
+                                    issuer=settings_of(app).issuer,
+                                    client_id=app_client.client_id)
+    assert claims["sid"] == id_token_sid(oauth, tokens)
+
+
 def test_a_revocation_rolled_back_leaves_no_message(app, oauth, client, receiver,
                                                     monkeypatch):
     app_client, tokens = signed_in(oauth, receiver.url("/ok"))
