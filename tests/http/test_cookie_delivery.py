@@ -55,6 +55,7 @@ ORIGIN = "https://planner.example.com"  # the browser app's origin
 ORIGIN_B = "https://ledger.example.com"  # another browser app's origin
 FOREIGN = "https://evil.example"
 SCOPE = "openid profile email offline_access read"
+NEW_PASSWORD = "a new and longer passphrase 42"
 DEFAULT_MAX_AGE = DEFAULT_REFRESH_IDLE_TTL  # 14 days: shorter than the 90-day cap
 FIREFOX_MAC = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14.1; rv:120.0) Gecko/20100101 "
                "Firefox/120.0")
@@ -685,6 +686,26 @@ def test_signing_other_devices_out_leaves_this_browsers_cookie(app, oauth, perso
     assert refresh_cookies(set_cookie_headers(response)) == {}
     assert person.client.get_cookie(cookie.name).value == cookie.value
     assert_refreshes(person.client, planner)
+
+
+def test_a_password_change_ends_the_other_browsers_cookie_session_only(app, person, planner):
+    other = BrowserActions(app.test_client())
+    sign_in(other, planner)
+    sign_in(person, planner)
+    done = post_form(person, "/account/password", "/account/password",
+                     current_password=PASSWORD, new_password=NEW_PASSWORD,
+                     confirm_password=NEW_PASSWORD)
+    assert done.status_code == 200 and b"was changed" in done.data
+    assert_oauth_error(refresh(other.client, planner), "invalid_grant")
+    assert_refreshes(person.client, planner)
+
+
+def test_deactivation_ends_the_cookie_session(app, person, planner, run):
+    sign_in(person, planner)
+    result = run("users", "deactivate", "alice")
+    assert result.exit_code == 0, result.output
+    assert_oauth_error(refresh(person.client, planner), "invalid_grant")
+    assert family_of(app, planner).revoked_at is not None
 
 
 # -- registration: what a cookie client may not be -------------------------------------
