@@ -13,8 +13,12 @@ race for the same messages.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import ipaddress
 import json
 import re
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +26,10 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from flask import Flask
 from sqlalchemy import select
 
@@ -503,3 +511,45 @@ def test_the_admin_form_sets_shows_refuses_and_clears_the_uri(app, oauth):
         record = domain_clients.get_client(db.session, client_id)
     assert record.backchannel_logout_uri is None
     assert record.backchannel_logout_session_required is False
+
+
+def test_an_https_receiver_must_have_a_certificate_we_trust(tmp_path):
+    """TLS is verified against the system's trust store and the URI's host name: a
+    self-signed receiver is refused before any request is sent."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests_seen: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                requests_seen.append(tls.recv(4096))
+        except (ssl.SSLError, OSError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    outcome = sender.send(f"https://127.0.0.1:{port}/bcl", "token",
+                          sender.Policy(timeout=3, https_only=True, allow_private=True))
+    thread.join(5)
+    listener.close()
+    assert not outcome.ok
+    assert "CERTIFICATE_VERIFY_FAILED" in outcome.error, outcome.error
+    assert requests_seen == []
