@@ -60,6 +60,11 @@ class MemoryJtiStore:
             self._seen[key] = expires_at
             return True
 
+    def seen(self, key: str) -> bool:
+        """Whether ``key`` is stored (and not expired), without storing it."""
+        with self._lock:
+            return self._seen.get(key, 0) > self._clock()
+
 
 @dataclass(frozen=True)
 class LogoutClaims:
@@ -130,10 +135,14 @@ class LogoutTokenVerifier:
                                timer=timer)
         self.keys = keys
 
-    def verify(self, token: str) -> LogoutClaims:
+    def verify(self, token: str, *, remember: bool = True) -> LogoutClaims:
         """The claims of a valid, first-seen logout token; else raise
         :class:`InvalidLogoutToken` (:class:`ReplayedLogoutToken` for a seen ``jti``) or
-        :class:`VerifierUnavailable` (the keys cannot be fetched: answer 503)."""
+        :class:`VerifierUnavailable` (the keys cannot be fetched: answer 503).
+
+        With ``remember=False`` the ``jti`` is only checked, not stored: call
+        :meth:`remember` once the sessions are ended, so that a delivery whose processing
+        failed is not taken for a replay when the server sends it again."""
         try:
             _, payload = jws.verify(token, self.keys, algorithms=self.algorithms,
                                     types=LOGOUT_TOKEN_TYPES, what="the logout token")
@@ -147,10 +156,25 @@ class LogoutTokenVerifier:
             raise InvalidLogoutToken(description) from None
         claims = self.check_claims(payload)
         # Last, so that a token refused for another reason does not use up its jti.
-        expires_at = max(claims.exp or 0, claims.iat + self.max_age) + self.leeway
-        if not self.replay.add(f"logout-token:{claims.iss}:{claims.jti}", expires_at):
+        if remember:
+            if not self.remember(claims):
+                raise ReplayedLogoutToken()
+        elif self._seen(claims):
             raise ReplayedLogoutToken()
         return claims
+
+    def remember(self, claims: LogoutClaims) -> bool:
+        """Store the token's ``jti`` until the token could no longer be accepted; False if
+        it was stored before."""
+        expires_at = max(claims.exp or 0, claims.iat + self.max_age) + self.leeway
+        return self.replay.add(self._key(claims), expires_at)
+
+    def _key(self, claims: LogoutClaims) -> str:
+        return f"logout-token:{claims.iss}:{claims.jti}"
+
+    def _seen(self, claims: LogoutClaims) -> bool:
+        seen = getattr(self.replay, "seen", None)
+        return bool(seen(self._key(claims))) if callable(seen) else False
 
     def check_claims(self, payload: dict[str, Any]) -> LogoutClaims:
         """OpenID Connect Back-Channel Logout 1.0 §2.4 and §2.6, after the signature."""

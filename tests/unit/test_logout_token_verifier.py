@@ -180,6 +180,18 @@ def test_a_replayed_jti_is_refused_but_a_refused_token_does_not_use_it_up(verifi
         verifier.verify(sign(signer, {**payload, "sub": "user-2"}))
 
 
+def test_remembering_after_the_logout_lets_a_failed_delivery_come_again(verifier, signer):
+    token = sign(signer)
+    claims = verifier.verify(token, remember=False)  # then ending the sessions failed: 500
+    assert verifier.verify(token, remember=False).jti == claims.jti  # the server retries
+    assert verifier.remember(claims)  # the sessions are ended this time
+    with pytest.raises(ReplayedLogoutToken):
+        verifier.verify(token, remember=False)
+    with pytest.raises(ReplayedLogoutToken):
+        verifier.verify(token)
+    assert not verifier.remember(claims)
+
+
 class SharedStore:
     """What a Redis ``SET key 1 NX EXAT`` would be: one store for every process."""
 
