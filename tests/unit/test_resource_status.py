@@ -22,6 +22,8 @@ import jwt
 import pytest
 from flask import Flask
 
+from authserver.domain import client_admin
+from authserver.extensions import db
 from authserver.resource import (
     HttpResponse,
     InvalidClaims,
@@ -34,7 +36,16 @@ from authserver.resource import (
     require_token,
 )
 from authserver.resource.status_list import StatusListError
-from tests.support.resource import AUDIENCE, ISSUER, FakeHttp, Signer, Timer, claims
+from tests.support.oauth import basic
+from tests.support.resource import (
+    AUDIENCE,
+    ISSUER,
+    FakeHttp,
+    FlaskHttp,
+    Signer,
+    Timer,
+    claims,
+)
 
 JWKS_URI = f"{ISSUER}/jwks"
 LIST_URI = f"{ISSUER}/oauth/status/1"
@@ -580,3 +591,43 @@ def test_require_token_refuses_a_revoked_token_and_answers_503_without_a_list(
     answer = client.get("/orders", headers={"Authorization": f"Bearer {token(signer, 8)}"})
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
     assert answer.json["error_description"].startswith("status list unavailable")
+
+
+# -- against the server's own lists ------------------------------------------------------------
+
+def test_the_servers_own_lists_through_its_test_client(app, oauth, clock):
+    """A1's entries, A2's lists, this verifier: a revoked session and a disabled machine
+    client are refused once the verifier's copy is ttl old, other sessions never."""
+    settings = app.extensions["authserver"].settings
+    oauth.create_user()
+    mobile = oauth.first_party_app()
+    phone, laptop = oauth.login_pair(mobile, scope="read"), oauth.login_pair(mobile, scope="read")
+    machine, secret = oauth.create_client(name="Reports", grant_types=["client_credentials"],
+                                          scope="read")
+    granted = oauth.client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                headers={"Authorization": basic(machine.client_id, secret)})
+    assert granted.status_code == 200, granted.get_data(True)
+    machine_token = granted.get_json()["access_token"]
+
+    as_http = FlaskHttp(app.test_client())
+    timer = Timer()
+    verifier = TokenVerifier(settings.issuer, settings.audience, http=as_http, timer=timer,
+                             clock=lambda: clock().timestamp())
+    for tokens in (phone["access_token"], laptop["access_token"], machine_token):
+        assert verifier.verify(tokens).sub
+
+    revoked = oauth.client.post("/oauth/revoke", data={"token": phone["refresh_token"],
+                                                       "client_id": mobile.client_id})
+    assert revoked.status_code == 200
+    with app.app_context():
+        client_admin.set_active(db.session, machine.client_id, False)
+        db.session.commit()
+    clock.advance(2)  # past the server's once-a-second version check
+    assert verifier.verify(phone["access_token"]).sub  # the verifier's copy is younger than ttl
+    timer.now += settings.status_list_ttl
+    with pytest.raises(TokenRevoked):
+        verifier.verify(phone["access_token"])
+    with pytest.raises(TokenRevoked):
+        verifier.verify(machine_token)
+    assert verifier.verify(laptop["access_token"]).sub
+    assert not any(url.endswith("/oauth/introspect") for url in as_http.urls)
