@@ -16,6 +16,7 @@ What is deleted (``retention_days`` keeps dead rows for support and forensics):
 - authorization codes expired for more than a day, browser sign-ins ended longer ago
   than the retention, DPoP ``jti`` rows past their window, sealed retry responses past
   their grace window;
+- back-channel logout messages delivered or given up longer ago than the retention;
 - audit events older than ``audit_retention_days`` when that is set (0 keeps them all);
 - status-list entries past their ``free_after`` whose owner is gone (the family row
   deleted, the client deleted or holding a new entry), so their indices can be handed out
@@ -48,6 +49,7 @@ from ..storage.models import (
     AuthorizationCode,
     DPoPProofJti,
     LoginSession,
+    LogoutMessage,
     RefreshToken,
     TokenFamily,
 )
@@ -145,6 +147,10 @@ def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
         session, RefreshToken.id,
         and_(RefreshToken.retry_until.is_not(None), RefreshToken.retry_until < now),
         batch_size, drop_responses, "retry_responses", after_batch)
+    counts["logout_messages"] = _walk(
+        session, LogoutMessage.id,
+        or_(LogoutMessage.delivered_at < cutoff, LogoutMessage.failed_at < cutoff),
+        batch_size, _deleter(session, LogoutMessage.id), "logout_messages", after_batch)
     counts["status_entries"] = token_status.free_entries(
         session, now=now, batch_size=batch_size, after_batch=after_batch)
     counts["audit_events"] = 0

@@ -19,6 +19,7 @@ from authserver.storage.models import (
     AuthorizationCode,
     DPoPProofJti,
     LoginSession,
+    LogoutMessage,
     RefreshToken,
     TokenFamily,
     User,
@@ -455,3 +456,26 @@ def test_purge_never_locks_the_token_endpoint_out(oauth, app, clock):
     assert len([b for b in batches if b[0] == "token_families"]) == 30
     assert count(app, TokenFamily) == 1
     assert oauth.refresh(app_client, pair["refresh_token"]).status_code == 200
+
+
+def test_purge_deletes_logout_messages_delivered_or_given_up_past_the_retention(app, clock):
+    """Pending messages stay whatever their age (the worker still owes them); finished ones
+    go after the retention."""
+    now = clock.now
+    old, recent = now - dt.timedelta(days=31), now - dt.timedelta(days=1)
+
+    def message(name: str, **state: dt.datetime) -> dict[str, object]:
+        return {"client_id": name, "uri": "https://rp.example/logout", "sid": None,
+                "subject": None, "created_at": old, "attempts": 1, "next_attempt_at": old,
+                "locked_until": None, "locked_by": None, "delivered_at": None,
+                "failed_at": None, "last_error": None, **state}
+
+    with app.app_context():
+        db.session.execute(insert(LogoutMessage), [
+            message("delivered-old", delivered_at=old), message("failed-old", failed_at=old),
+            message("delivered-recent", delivered_at=recent), message("pending-old")])
+        db.session.commit()
+        counts = housekeeping.purge(db.session, retention_days=30, now=now)
+        left = set(db.session.scalars(select(LogoutMessage.client_id)))
+    assert counts["logout_messages"] == 2
+    assert left == {"delivered-recent", "pending-old"}
