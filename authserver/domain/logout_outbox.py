@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from ..storage import engine as storage_engine
 from ..storage.models import Client, LogoutMessage, User
 from . import audit
 from .clock import seconds
@@ -128,6 +129,11 @@ def claim(engine: Engine, worker: str, *, now: dt.datetime, lease: float,
                   .order_by(LogoutMessage.next_attempt_at, LogoutMessage.id)
                   .limit(limit))
     claimed: list[Message] = []
+    # Most polls find nothing: find that out without a write transaction (on SQLite, the
+    # writer lock the token endpoint waits for).
+    with storage_engine.autocommit(engine.connect()) as reader:
+        if reader.execute(candidates.limit(1)).first() is None:
+            return claimed
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)

@@ -91,15 +91,15 @@ def test_a_valid_logout_token_gives_its_claims(verifier, signer):
     assert result.raw["events"] == {BACKCHANNEL_LOGOUT_EVENT: {}}
 
 
-@pytest.mark.parametrize("payload", [
-    pytest.param(logout_claims(sub=None), id="sid-only"),
-    pytest.param(logout_claims(sid=None), id="sub-only"),
-    pytest.param(logout_claims(exp=None), id="no-exp"),
-    pytest.param(logout_claims(events={BACKCHANNEL_LOGOUT_EVENT: {"x": 1}, "other": 1}),
+@pytest.mark.parametrize("overrides", [
+    pytest.param({"sub": None}, id="sid-only"),
+    pytest.param({"sid": None}, id="sub-only"),
+    pytest.param({"exp": None}, id="no-exp"),
+    pytest.param({"events": {BACKCHANNEL_LOGOUT_EVENT: {"x": 1}, "other": 1}},
                  id="more-events"),
 ])
-def test_the_optional_parts_may_be_absent(verifier, signer, payload):
-    payload["jti"] = uuid.uuid4().hex
+def test_the_optional_parts_may_be_absent(verifier, signer, overrides):
+    payload = logout_claims(**overrides)  # now, not when the tests were collected
     assert verifier.verify(sign(signer, payload)).jti == payload["jti"]
 
 
