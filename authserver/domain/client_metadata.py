@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from . import scopes
 from .binding import IP_POLICIES, MISMATCH_ACTIONS, BindingPolicy
@@ -170,16 +171,17 @@ def _has_control_characters(text: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text)
 
 
-def check_redirect_uri(uri: str, field_name: str = "redirect_uris") -> None:
-    """RFC 6749 §3.1.2 and RFC 8252 §7: absolute, no fragment, no credentials; ``https``,
-    except ``http`` to a loopback host (§7.3) and a private-use scheme that is a reversed
-    domain name (§7.1), such as ``com.example.app:/callback``."""
+def _split_uri(uri: object, noun: str, field_name: str
+               ) -> tuple[SplitResult, Callable[[str], ValidationError]]:
+    """The checks every URI of a registration shares (a non-empty string of bounded length,
+    no spaces or control characters, parseable with its port); its parts, and the
+    ``fail(why)`` that names it."""
 
     def fail(why: str) -> ValidationError:
-        return ValidationError(f"redirect URI {uri[:80]!r} {why}", field_name)
+        return ValidationError(f"{noun} {str(uri)[:80]!r} {why}", field_name)
 
     if not isinstance(uri, str) or not uri:
-        raise ValidationError("a redirect URI must be a non-empty string", field_name)
+        raise ValidationError(f"a {noun} must be a non-empty string", field_name)
     if len(uri) > MAX_URI_LENGTH:
         raise fail(f"is longer than {MAX_URI_LENGTH} characters")
     if _has_control_characters(uri) or " " in uri:
@@ -189,6 +191,15 @@ def check_redirect_uri(uri: str, field_name: str = "redirect_uris") -> None:
         parts.port  # noqa: B018 - parsing the port validates it
     except ValueError:
         raise fail("is not a valid URI") from None
+    return parts, fail
+
+
+def check_redirect_uri(uri: str, field_name: str = "redirect_uris") -> None:
+    """RFC 6749 §3.1.2 and RFC 8252 §7: absolute, no fragment, no credentials; ``https``,
+    except ``http`` to a loopback host (§7.3) and a private-use scheme that is a reversed
+    domain name (§7.1), such as ``com.example.app:/callback``."""
+
+    parts, fail = _split_uri(uri, "redirect URI", field_name)
     if "#" in uri:
         raise fail("must not contain a fragment (RFC 6749 §3.1.2)")
     if not parts.scheme:
@@ -217,19 +228,7 @@ def check_backchannel_logout_uri(uri: object) -> str | None:
         return None
     if not isinstance(uri, str):
         raise ValidationError("backchannel_logout_uri must be a string", field_name)
-
-    def fail(why: str) -> ValidationError:
-        return ValidationError(f"back-channel logout URI {uri[:80]!r} {why}", field_name)
-
-    if len(uri) > MAX_URI_LENGTH:
-        raise fail(f"is longer than {MAX_URI_LENGTH} characters")
-    if _has_control_characters(uri) or " " in uri:
-        raise fail("contains spaces or control characters")
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - parsing the port validates it
-    except ValueError:
-        raise fail("is not a valid URI") from None
+    parts, fail = _split_uri(uri, "back-channel logout URI", field_name)
     if "#" in uri:
         raise fail("must not contain a fragment (Back-Channel Logout §2.2)")
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -247,26 +246,13 @@ def web_origin(origin: object) -> str:
     """A web origin (RFC 6454 §6.1) as a browser sends it in ``Origin``: ``scheme://host``
     with the port only when it is not the scheme's default, lowercase, no path. ``https``,
     or ``http`` to a loopback host, as for redirect URIs (RFC 8252 §7.3)."""
-    field_name = "web_origins"
-
-    def fail(why: str) -> ValidationError:
-        return ValidationError(f"web origin {str(origin)[:80]!r} {why}", field_name)
-
-    if not isinstance(origin, str) or not origin:
-        raise ValidationError("a web origin must be a non-empty string", field_name)
-    if len(origin) > MAX_URI_LENGTH:
-        raise fail(f"is longer than {MAX_URI_LENGTH} characters")
-    if _has_control_characters(origin) or " " in origin:
-        raise fail("contains spaces or control characters")
-    try:
-        parts = urlsplit(origin)
-        port = parts.port
-    except ValueError:
-        raise fail("is not a valid origin") from None
+    parts, fail = _split_uri(origin, "web origin", "web_origins")
+    port = parts.port
     if parts.scheme.lower() not in DEFAULT_PORTS or not parts.netloc:
         raise fail("must look like https://app.example.com[:port]")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in origin \
-            or "#" in origin:
+    text = str(origin)  # a string: _split_uri checked it
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in text \
+            or "#" in text:
         raise fail("must be scheme://host[:port] alone: no path, query or fragment")
     if parts.username is not None or parts.password is not None or not parts.hostname:
         raise fail("must name a host, without a user name or password")
