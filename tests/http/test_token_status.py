@@ -522,11 +522,8 @@ THREADS = 12
 @pytest.mark.parametrize("settings_overrides", [{"db_pool_size": THREADS + 2,
                                                  "db_lock_timeout_ms": 10_000,
                                                  "status_list_size": 1024}])
-def test_concurrent_sign_ins_get_distinct_entries_and_open_one_list(oauth, app):
-    """Sign-ins at one moment, the first of them opening list 1 (none exists yet): every
-    one succeeds, no two share an entry, exactly one list is created."""
-    oauth.create_user()
-    bank = oauth.first_party_app(name="BankApp", scope="read")
+def concurrent_sign_in_entries(oauth, app, bank) -> list[Entry]:
+    """THREADS password sign-ins released at one moment; each succeeds; their entries."""
     barrier = threading.Barrier(THREADS, timeout=60)
 
     def one(_: int) -> tuple[int, Any]:
@@ -540,7 +537,15 @@ def test_concurrent_sign_ins_get_distinct_entries_and_open_one_list(oauth, app):
     with ThreadPoolExecutor(THREADS) as pool:
         results = list(pool.map(one, range(THREADS)))
     assert all(status == 200 for status, _ in results), results
-    entries = [entry_of(oauth, body["access_token"]) for _, body in results]
+    return [entry_of(oauth, body["access_token"]) for _, body in results]
+
+
+def test_concurrent_sign_ins_get_distinct_entries_and_open_one_list(oauth, app):
+    """Sign-ins at one moment, the first of them opening list 1 (none exists yet): every
+    one succeeds, no two share an entry, exactly one list is created."""
+    oauth.create_user()
+    bank = oauth.first_party_app(name="BankApp", scope="read")
+    entries = concurrent_sign_in_entries(oauth, app, bank)
     assert len(set(entries)) == THREADS
     with app.app_context():
         lists = db.session.execute(select(StatusList.id, StatusList.allocated)).all()
@@ -558,20 +563,7 @@ def test_two_sign_ins_opening_the_next_list_at_once_both_succeed(oauth, app):
     with app.app_context():  # list 1 is half full: the next sign-ins open list 2
         db.session.execute(update(StatusList).values(allocated=512))
         db.session.commit()
-    barrier = threading.Barrier(THREADS, timeout=60)
-
-    def one(_: int) -> tuple[int, Any]:
-        client = app.test_client()
-        barrier.wait()
-        response = client.post("/oauth/token", data={
-            "grant_type": "password", "username": "alice", "password": PASSWORD,
-            "client_id": bank.client_id})
-        return response.status_code, response.get_json()
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        results = list(pool.map(one, range(THREADS)))
-    assert all(status == 200 for status, _ in results), results
-    entries = [entry_of(oauth, body["access_token"]) for _, body in results]
+    entries = concurrent_sign_in_entries(oauth, app, bank)
     assert len(set(entries)) == THREADS and {e[0] for e in entries} == {2}
     with app.app_context():
         assert db.session.scalar(select(StatusList.allocated).where(StatusList.id == 2)) \
