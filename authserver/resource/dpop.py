@@ -49,16 +49,21 @@ class MemoryReplayStore:
         self._clock = clock
 
     def add(self, key: str, expires_at: float) -> bool:
+        """Remember ``key`` until ``expires_at``; False if it is already there."""
         with self._lock:
             now = self._clock()
+            if self._seen.get(key, 0) > now:
+                return False
             if len(self._seen) >= self._max:
                 self._seen = {k: v for k, v in self._seen.items() if v > now}
                 if len(self._seen) >= self._max:
-                    return False  # refuse rather than forget ids that are still live
-            if self._seen.get(key, 0) > now:
-                return False
+                    return self._full()
             self._seen[key] = expires_at
             return True
+
+    def _full(self) -> bool:
+        """Full of live ids: refuse (False) rather than forget one that is still live."""
+        return False
 
 
 def b64url(data: bytes) -> str:

@@ -14,7 +14,6 @@ The receiver answers 200 when the logout is done, 400 for :class:`InvalidLogoutT
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 from . import jws
 from .claims import audiences
 from .discovery import Metadata, check_endpoint
-from .dpop import ReplayStore
+from .dpop import MemoryReplayStore, ReplayStore
 from .errors import InvalidLogoutToken, InvalidToken, ReplayedLogoutToken, VerifierUnavailable
 from .http import HttpClient, UrllibClient
 from .jwks import ALGORITHM_KEY_TYPES, KeySetCache
@@ -34,31 +33,14 @@ LOGOUT_TOKEN_TYPES = ("logout+jwt", "application/logout+jwt")
 DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
 
-class MemoryJtiStore:
+class MemoryJtiStore(MemoryReplayStore):
     """The logout tokens' ``jti`` values seen by this process, each kept until its token
     could no longer be accepted. Bounded: when full of live values it refuses to decide
     (VerifierUnavailable, a 503 the server retries) rather than forget one or drop a
     logout as a replay."""
 
-    def __init__(self, max_entries: int = 100_000,
-                 clock: Callable[[], float] = time.time) -> None:
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._max = max_entries
-        self._clock = clock
-
-    def add(self, key: str, expires_at: float) -> bool:
-        """Remember ``key`` until ``expires_at``; False if it is already there."""
-        with self._lock:
-            now = self._clock()
-            if self._seen.get(key, 0) > now:
-                return False
-            if len(self._seen) >= self._max:
-                self._seen = {k: v for k, v in self._seen.items() if v > now}
-                if len(self._seen) >= self._max:
-                    raise VerifierUnavailable("too many logout tokens at once")
-            self._seen[key] = expires_at
-            return True
+    def _full(self) -> bool:
+        raise VerifierUnavailable("too many logout tokens at once")
 
     def seen(self, key: str) -> bool:
         """Whether ``key`` is stored (and not expired), without storing it."""
