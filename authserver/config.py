@@ -96,10 +96,37 @@ class Settings:
     backchannel_timeout_seconds: int = 5
     backchannel_max_attempts: int = 8
     backchannel_allow_private: bool = False
+    # Running in production (docs/design.md, "Operations"). Logs: json or text (empty:
+    # json in production, text otherwise). Metrics: /metrics on the main listener only
+    # with this bearer token; a port of its own on loopback serves them without one.
+    log_format: str = ""
+    metrics_token: str = ""
+    metrics_port: int = 0
+    # Strict-Transport-Security max-age in production (0: no header).
+    hsts_max_age: int = 31_536_000
+    # A browser's sign-in at this server ends after this long unused, and this long after
+    # the password was given, whatever its use.
+    browser_session_idle_ttl: int = 86_400
+    browser_session_max_ttl: int = 1_209_600
+    # Brute-force limits ("limits" syntax, "N/unit;M/unit"): wrong passwords per account
+    # are free up to ``ratelimit_account_free``, then each needs a doubling delay (from one
+    # second to ``ratelimit_account_max_delay``); per source address and for the whole
+    # server on every password or client-secret check; open registrations per address.
+    ratelimit_enabled: bool = True
+    ratelimit_account_free: int = 5
+    ratelimit_account_max_delay: int = 900
+    ratelimit_per_address: str = "30/minute;300/hour"
+    ratelimit_global: str = "1200/minute"
+    ratelimit_registration: str = "10/hour"
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def log_json(self) -> bool:
+        """Log lines as JSON objects (the default in production) rather than text."""
+        return self.log_format == "json" or (not self.log_format and self.production)
 
     @property
     def audience(self) -> str:
@@ -216,6 +243,19 @@ def _is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def _rate_limit_problem(value: str) -> str | None:
+    """Why ``value`` is not rate limits in the ``limits`` syntax ("30/minute;300/hour")."""
+    from limits import parse_many
+
+    if not value.strip():
+        return "must give at least one limit, such as 30/minute"
+    try:
+        parse_many(value)
+    except ValueError:
+        return f"must be limits such as 30/minute;300/hour, got {value!r}"
+    return None
+
+
 def validate(s: Settings) -> list[str]:
     """Return every problem with the settings, each naming its environment key."""
     problems: list[str] = []
@@ -270,6 +310,12 @@ def validate(s: Settings) -> list[str]:
         "status_list_size": (1_024, 1_048_576),
         "backchannel_timeout_seconds": (1, 60),
         "backchannel_max_attempts": (1, 50),
+        "metrics_port": (0, 65_535),
+        "hsts_max_age": (0, 63_072_000),
+        "browser_session_idle_ttl": (60, 31_536_000),
+        "browser_session_max_ttl": (60, 31_536_000),
+        "ratelimit_account_free": (1, 100),
+        "ratelimit_account_max_delay": (1, 86_400),
     }
     for name, (low, high) in bounds.items():
         value = getattr(s, name)
@@ -282,6 +328,15 @@ def validate(s: Settings) -> list[str]:
     if isinstance(s.status_list_size, int) and s.status_list_size % 8:
         problems.append(f"{key('status_list_size')}: must be a multiple of 8, got "
                         f"{s.status_list_size!r}")
+
+    if s.log_format not in ("", "json", "text"):
+        problems.append(f"{key('log_format')}: must be json or text, got {s.log_format!r}")
+    if s.metrics_token and len(s.metrics_token.strip()) < 32:
+        problems.append(f"{key('metrics_token')}: must be at least 32 characters, not blank")
+    for name in ("ratelimit_per_address", "ratelimit_global", "ratelimit_registration"):
+        problem = _rate_limit_problem(getattr(s, name))
+        if problem:
+            problems.append(f"{key(name)}: {problem}")
 
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"{key('log_level')}: must be DEBUG, INFO, WARNING or ERROR")

@@ -287,6 +287,14 @@ class KeyStore:
             f"no active signing key in {self.directory}; run 'authserver keys ensure'"
         )
 
+    def health(self) -> tuple[bool, str]:
+        """Whether this process can sign now, and one line saying why (for ``/readyz``)."""
+        try:
+            key = self.active()
+        except KeyStoreError as exc:
+            return False, str(exc)
+        return True, f"active key {key.kid} ({key.alg}), {len(self.published())} published"
+
     def published(self) -> list[SigningKey]:
         return [k for k in self.keys() if k.state in PUBLISHED_STATES]
 

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..storage.models import AuditEvent
+from . import events
 from .clock import utcnow
 
 SIGN_IN_SUCCEEDED = "sign_in_succeeded"
@@ -87,6 +88,7 @@ def record(
     """Add an event to the current transaction. ``session`` may be a Connection in a
     transaction of its own (the refresh claim binding a family's key). Joins the caller's
     transaction; only called from the domain."""
+    scrubbed = _scrub(detail)
     session.execute(
         insert(AuditEvent).values(
             created_at=now or utcnow(),
@@ -94,6 +96,7 @@ def record(
             user_id=user_id,
             client_id=client_id,
             family_id=family_id,
-            detail=_scrub(detail),
+            detail=scrubbed,
         )
     )
+    events.emit(event, user_id=user_id, client_id=client_id, family_id=family_id, **scrubbed)
