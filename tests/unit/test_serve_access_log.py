@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from authserver.cli.serve import AccessLog
+from authserver.ops.access_log import AccessLog
 
 LINE = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4} (\S+) "(.*)" (\d{3}) '
                   r'\d+\.\dms$')
