@@ -46,7 +46,7 @@ from . import credentials as creds
 from .binding import Bound, DeviceContext
 from .clients import ClientRecord
 from .clock import Clock, seconds, utcnow
-from .errors import InvalidRefreshToken, RefreshTokenReused
+from .errors import InvalidRefreshToken, RefreshTokenReused, ScopeNotGranted
 from .refresh_lookup import autocommit_connection, expired
 
 NO_CONTEXT = DeviceContext()
@@ -222,7 +222,7 @@ def _rotate_unused(
     if mismatched:
         _binding_mismatch(session, row.family_id, row.user_id, client, mismatched, bound,
                           context, now)
-    scope = scopes.narrow(requested_scope, scopes.parse(row.scope))
+    scope = scopes.narrow(requested_scope, still_allowed(scopes.parse(row.scope), client))
     child_token = creds.new_refresh_token()
     # A bound family's tokens carry its key; an unbound one's carry the proof's key, if any.
     jkt = row.dpop_jkt or context.dpop_jkt
@@ -242,6 +242,19 @@ def _rotate_unused(
     sealed = retry_seal.seal(presented, body, row.id) if grace else None
     return body if _claim(connection, child, grace=grace, sealed=sealed, clock=clock,
                           then=then) else None
+
+
+def still_allowed(granted: list[str], client: ClientRecord) -> list[str]:
+    """What a refresh may still grant: the family's scope within what the client may have
+    today. A scope an administrator took from the client is not issued again
+    (docs/design.md, "Operations"); when nothing the sign-in was granted is left, the
+    refresh is refused with ``ScopeNotGranted`` and nothing changes (an administrator
+    who gives a scope back makes the family usable again)."""
+    allowed = [s for s in granted if s in client.scope]
+    if granted and not allowed:
+        raise ScopeNotGranted("none of the scope this sign-in was granted is still allowed "
+                              "for the client: sign in again")
+    return allowed
 
 
 def _claim(connection: Connection, child: refresh_store.Child, *, grace: int,
