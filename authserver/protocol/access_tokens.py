@@ -1,8 +1,10 @@
 """Verifying our own access tokens where the server itself consumes them (userinfo).
 
-Signature by a published key with that key's algorithm only, ``typ: at+jwt``, issuer and
-expiry; then the session check that a JWT alone cannot give: the family (``sid``) must not
-be revoked and the user must be active, so revocation is immediate here.
+Signature by a published key with that key's algorithm only, ``typ: at+jwt``, issuer,
+audience, expiry, ``nbf`` and ``iat`` as the resource-server library's ``TokenVerifier``
+checks them (RFC 9068 §4); then the session check that a JWT alone cannot give: the
+family (``sid``) must not be revoked and the user must be active, so revocation is
+immediate here.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class VerifiedAccessToken:
     user: User | None
 
 
-def verify(token: str, *, keys: KeyStore, issuer: str, session: Session,
+def verify(token: str, *, keys: KeyStore, issuer: str, audience: str, session: Session,
            now: dt.datetime, leeway: int = LEEWAY) -> VerifiedAccessToken:
     header = _header(token)
     key = keys.published_key(header.get("kid"))
@@ -48,9 +50,17 @@ def verify(token: str, *, keys: KeyStore, issuer: str, session: Session,
     timestamp = now.timestamp()
     if claims.get("iss") != issuer:
         raise InvalidAccessToken("the token was issued by another server")
+    if audience not in _audiences(claims.get("aud")):
+        raise InvalidAccessToken("the token is meant for another audience")
     exp = claims.get("exp")
-    if not isinstance(exp, int) or exp + leeway <= timestamp:
+    if not _numeric(exp) or exp + leeway <= timestamp:
         raise InvalidAccessToken("the token has expired")
+    nbf = claims.get("nbf")
+    if nbf is not None and (not _numeric(nbf) or nbf > timestamp + leeway):
+        raise InvalidAccessToken("the token is not valid yet")
+    iat = claims.get("iat")
+    if not _numeric(iat) or iat > timestamp + leeway:
+        raise InvalidAccessToken("the token was issued in the future")
     user = None
     sid = claims.get("sid")
     if sid is not None:
@@ -67,6 +77,20 @@ def verify(token: str, *, keys: KeyStore, issuer: str, session: Session,
         user = row.User
     scope = tuple(str(claims.get("scope", "")).split())
     return VerifiedAccessToken(claims, scope, user)
+
+
+def _numeric(value: Any) -> bool:
+    """A NumericDate (RFC 7519 §2): a number, never a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _audiences(value: Any) -> tuple[str, ...]:
+    """RFC 7519 §4.1.3: ``aud`` is a string or an array of strings (else: none)."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return ()
 
 
 def _header(token: str) -> dict[str, Any]:

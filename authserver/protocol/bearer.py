@@ -43,6 +43,7 @@ def verify(token: str, scheme: str) -> VerifiedAccessToken:
     svc = services()
     try:
         return access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
+                                    audience=svc.settings.audience,
                                     session=db.session(), now=svc.clock())
     except access_tokens.InvalidAccessToken as exc:
         raise BearerError(401, "invalid_token", str(exc), scheme) from None

@@ -82,6 +82,7 @@ def _introspect_access(token: str, now: dt.datetime) -> dict[str, Any]:
     svc = services()
     try:
         verified = access_tokens.verify(token, keys=svc.keys, issuer=svc.settings.issuer,
+                                        audience=svc.settings.audience,
                                         session=db.session(), now=now, leeway=0)
     except access_tokens.InvalidAccessToken:
         # Not ours, not an access token, expired, its session ended or its user was
