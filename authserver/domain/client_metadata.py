@@ -413,3 +413,88 @@ def validate_spec(spec: ClientSpec) -> ClientSpec:
         redirect_uris=list(dict.fromkeys(spec.redirect_uris)),
         post_logout_redirect_uris=list(dict.fromkeys(spec.post_logout_redirect_uris)),
     )
+
+
+# -- What a client may choose without an admin -------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelfServiceLimits:
+    """The server's side of :func:`self_service_problem`: its default access-token lifetime
+    (the longest a registration without an admin may ask for) and whether back-channel
+    logout URIs may name private addresses (development, or the operator's setting)."""
+
+    access_token_ttl: int
+    allow_private_addresses: bool
+
+
+_DEFAULTS = ClientSpec(name="")
+# Stronger last: a registration may choose a stronger reaction, never a weaker one.
+_MISMATCH_STRENGTH = ("reject", "revoke")
+_LIMITED_TTLS = {  # field: (the most a registration may choose, and 0 = never is refused)
+    "refresh_idle_ttl": DEFAULT_REFRESH_IDLE_TTL,
+    "refresh_absolute_ttl": DEFAULT_REFRESH_ABSOLUTE_TTL,
+}
+
+
+def _private_host(host: str) -> bool:
+    """A host name or literal that names this machine or a private network."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a DNS name: the sender checks what it resolves to at delivery
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def self_service_problem(spec: ClientSpec, base: ClientSpec | None,
+                         limits: SelfServiceLimits) -> ValidationError | None:
+    """What a registration without an admin (open registration, or a client updating
+    itself with its registration token) may not choose, for a validated ``spec``: longer
+    lifetimes than the server's defaults or none at all, a weaker device binding than the
+    default, the ``client_credentials`` grant (a machine client the operator never
+    approved), and a back-channel logout URI at a private address in production. A value
+    the client already has (``base``: set by an admin) may stay. The first problem, naming
+    its field, or None (docs/design.md, "Operations")."""
+
+    def kept(name: str) -> bool:
+        return base is not None and getattr(spec, name) == getattr(base, name)
+
+    ttl = spec.access_token_ttl
+    if ttl is not None and ttl > limits.access_token_ttl and not kept("access_token_ttl"):
+        return ValidationError(f"access_token_ttl may be at most {limits.access_token_ttl} "
+                               "seconds without an admin", "access_token_ttl")
+    for name, most in _LIMITED_TTLS.items():
+        value = getattr(spec, name)
+        if not 0 < value <= most and not kept(name):
+            return ValidationError(f"{name} must be from 1 to {most} seconds without an "
+                                   "admin (0, never expiring, only with one)", name)
+    if spec.reuse_grace > DEFAULT_REUSE_GRACE and not kept("reuse_grace"):
+        return ValidationError(f"reuse_grace may be at most {DEFAULT_REUSE_GRACE} seconds "
+                               "without an admin", "reuse_grace")
+    for name in ("bind_device_id", "bind_user_agent", "require_device_id", "require_dpop"):
+        if getattr(_DEFAULTS, name) and not getattr(spec, name) and not kept(name):
+            return ValidationError(f"only an admin may turn {name} off", name)
+    if _DEFAULTS.bind_ip != "off" and spec.bind_ip == "off" and not kept("bind_ip"):
+        return ValidationError("only an admin may turn bind_ip off", "bind_ip")
+    if (_MISMATCH_STRENGTH.index(spec.on_binding_mismatch)
+            < _MISMATCH_STRENGTH.index(_DEFAULTS.on_binding_mismatch)
+            and not kept("on_binding_mismatch")):
+        return ValidationError(f"only an admin may set on_binding_mismatch to "
+                               f"{spec.on_binding_mismatch!r}", "on_binding_mismatch")
+    if "client_credentials" in spec.grant_types and not (
+            base is not None and "client_credentials" in base.grant_types):
+        return ValidationError("only an admin may register a client_credentials client",
+                               "grant_types")
+    uri = spec.backchannel_logout_uri
+    if uri and not limits.allow_private_addresses and not kept("backchannel_logout_uri"):
+        host = urlsplit(uri).hostname or ""
+        if _private_host(host):
+            return ValidationError(f"back-channel logout URI {uri[:80]!r} names a private or "
+                                   "loopback address: only an admin may register one",
+                                   "backchannel_logout_uri")
+    return None

@@ -217,6 +217,17 @@ def _privileged_change(spec: ClientSpec, base: ClientSpec | None) -> ValidationE
     return None
 
 
+def _self_service(spec: ClientSpec, base: ClientSpec | None) -> ValidationError | None:
+    """The limits of a registration without an admin (``rules.self_service_problem``), on
+    the spec as it will be stored (defaults filled in: no grant types means
+    ``client_credentials`` for a confidential client without redirect URIs)."""
+    settings = services().settings
+    limits = rules.SelfServiceLimits(
+        access_token_ttl=settings.access_token_ttl,
+        allow_private_addresses=settings.backchannel_allow_private or not settings.production)
+    return rules.self_service_problem(rules.validate_spec(spec), base, limits)
+
+
 def _metadata(record: ClientRecord, caller: Caller | None = None) -> dict[str, Any]:
     """RFC 7591 §3.2.1 / RFC 7592 §3 client information response (never the secret)."""
     data = record.to_public_dict()
@@ -257,7 +268,8 @@ def register() -> Response:
         return _denied(exc)
     try:
         spec = spec_from_metadata(_json_body())
-        problem = None if caller.admin else _privileged_change(spec, None)
+        problem = None if caller.admin else (_privileged_change(spec, None)
+                                             or _self_service(spec, None))
         if problem is not None:
             raise problem
         record, secret, token = client_admin.register_client(
@@ -325,7 +337,8 @@ def update(client_id: str) -> Response:
         spec = spec_from_metadata(body, base)
         if spec.public != current.public:
             raise ValidationError("cannot switch between public and confidential", "public")
-        problem = None if caller.admin else _privileged_change(spec, base)
+        problem = None if caller.admin else (_privileged_change(spec, base)
+                                             or _self_service(spec, base))
         if problem is not None:
             raise problem
         changes = {name: getattr(spec, name) for name in rules.SPEC_FIELDS if name != "public"}
