@@ -48,8 +48,10 @@ SIGNING_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 class ConfigError(Exception):
     """Raised when settings are invalid; ``problems`` lists each one with its key."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], settings: Settings | None = None) -> None:
         self.problems = problems
+        # What the settings would be despite the problems (``config check`` prints them).
+        self.settings = settings
         super().__init__("invalid configuration: " + "; ".join(problems))
 
 
@@ -179,6 +181,14 @@ def _normalise_database_url(url: str) -> str:
     return url
 
 
+def settings_file(environ: Mapping[str, str],
+                  config_file: str | os.PathLike[str] | None = None) -> Path:
+    """The settings file read: ``config_file``, else AUTHSERVER_CONFIG, else
+    config/default.toml in the working directory if there is one, else the shipped one."""
+    return Path(config_file or environ.get(ENV_PREFIX + "CONFIG") or (
+        DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else SHIPPED_CONFIG_FILE))
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -189,8 +199,7 @@ def load_settings(
     problems: list[str] = []
     values: dict[str, Any] = {}
 
-    path = Path(config_file or environ.get(ENV_PREFIX + "CONFIG") or (
-        DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else SHIPPED_CONFIG_FILE))
+    path = settings_file(environ, config_file)
     if path.exists():
         try:
             data = tomllib.loads(path.read_text())
@@ -228,7 +237,7 @@ def load_settings(
     settings = Settings(**values)
     problems.extend(validate(settings))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, settings)
     return settings
 
 
