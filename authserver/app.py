@@ -16,7 +16,7 @@ from .crypto.keystore import KeyStore
 from .domain import token_status
 from .domain.clients import ClientCache, ClientRecord, load_client
 from .extensions import db, migrate
-from .http import register_error_handlers
+from .http import SecurityHeaders, register_error_handlers
 from .protocol import (
     authorize,
     cors,
@@ -42,6 +42,7 @@ from .web import bp as web_bp
 from .web import login as login_pages
 from .web.security import csrf_token
 
+SESSION_COOKIE = "authserver_session"
 MIGRATIONS_DIR = str(shipped_path("migrations", "migrations"))
 # Every endpoint and page, each module owning its blueprint: the protocol's endpoints, then
 # the pages (and the templates and static files they share).
@@ -86,7 +87,12 @@ def create_app(overrides: Mapping[str, Any] | None = None,
             statement_timeout_ms=settings.db_statement_timeout_ms,
         ),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
-        SESSION_COOKIE_NAME="authserver_session",
+        # Production: a __Host- cookie is Secure, host-only and Path=/, which browsers
+        # enforce, so no sibling subdomain can set or shadow it (RFC 6265bis §4.1.3.2).
+        SESSION_COOKIE_NAME=SESSION_COOKIE if not settings.production
+        else f"__Host-{SESSION_COOKIE}",
+        SESSION_COOKIE_PATH="/",
+        SESSION_COOKIE_DOMAIN=None,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.production,
@@ -126,6 +132,10 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     app.wsgi_app = DocumentMiddleware(app.wsgi_app, svc.documents)  # type: ignore[method-assign]
+    # Outermost: nosniff, the page headers and HSTS on whatever answered (docs/design.md,
+    # "Operations").
+    app.wsgi_app = SecurityHeaders(  # type: ignore[method-assign]
+        app.wsgi_app, settings.hsts_max_age if settings.production else 0)
 
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

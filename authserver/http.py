@@ -6,9 +6,12 @@ the transport rule (a usable Host, TLS).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749.errors import OAuth2Error
@@ -18,7 +21,9 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.urls import uri_to_iri
 
+from .config import Settings
 from .extensions import db
+from .services import services
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +157,83 @@ def usable_host(host: str) -> bool:
     return True
 
 
-def secure(scheme: str, host: str) -> bool:
-    """RFC 6749 §3.2 (TLS) as Authlib decides it, which reads only the scheme and host:
-    https, or loopback http; anything in development (``AUTHLIB_INSECURE_TRANSPORT``)."""
-    return bool(is_secure_transport(f"{scheme}://{host}/"))
+def secure(scheme: str, peer: str | None, settings: Settings, host: str = "") -> bool:
+    """RFC 6749 §3.2 (TLS), decided by configuration (docs/design.md, "Operations"). In
+    production ``https``, where ``scheme`` is the WSGI server's own unless
+    ``trusted_proxies`` lets ProxyFix take it from ``X-Forwarded-Proto``; plain http only
+    when the issuer itself is a loopback http URL and the connection comes from a loopback
+    address (``peer``, settled the same way). Never the ``Host`` header there: any client
+    can send ``Host: localhost``. In development as Authlib decides it (anything, with the
+    ``AUTHLIB_INSECURE_TRANSPORT`` that development sets)."""
+    if not settings.production:
+        return bool(is_secure_transport(f"{scheme}://{host}/"))
+    if scheme == "https":
+        return True
+    return scheme == "http" and _loopback_issuer(settings.issuer) and _loopback(peer)
+
+
+def request_is_secure() -> bool:
+    """:func:`secure` for the current Flask request."""
+    return secure(request.scheme, request.remote_addr, services().settings, request.host)
+
+
+@functools.lru_cache(maxsize=8)
+def _loopback_issuer(issuer: str) -> bool:
+    parts = urlsplit(issuer)
+    return parts.scheme == "http" and _loopback(parts.hostname)
+
+
+@functools.lru_cache(maxsize=256)
+def _loopback(address: str | None) -> bool:
+    if not address:
+        return False
+    if address == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+# -- Security headers ----------------------------------------------------------------------
+# Every page: no script but this server's files, no framing, no <base>, forms post here only
+# (a page whose form ends at a client adds that client's address: web/security.py).
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+FORM_ACTION_SELF = "form-action 'self'"
+PAGE_HEADERS = {
+    "Content-Security-Policy": f"{PAGE_CSP}; {FORM_ACTION_SELF}",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_PAGE_HEADER_NAMES = tuple(name.lower() for name in PAGE_HEADERS)
+
+
+class SecurityHeaders:
+    """The outermost WSGI layer: whatever answered (a page, an API, the token fast path,
+    the public documents, a 404 or an error page), ``nosniff`` on every response, the
+    page headers on every HTML one that has not set its own, and in production
+    ``Strict-Transport-Security`` (docs/design.md, "Operations")."""
+
+    def __init__(self, app: Callable[..., Any], hsts_max_age: int) -> None:
+        self.app = app
+        self.hsts = [("Strict-Transport-Security",
+                      f"max-age={hsts_max_age}; includeSubDomains")] if hsts_max_age else []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            names = {name.lower(): value for name, value in headers}
+            extra = [header for header in self.hsts if "strict-transport-security" not in names]
+            if "x-content-type-options" not in names:
+                extra.append(("X-Content-Type-Options", "nosniff"))
+            if names.get("content-type", "").startswith("text/html"):
+                extra.extend((name, value) for (name, value), lower
+                             in zip(PAGE_HEADERS.items(), _PAGE_HEADER_NAMES, strict=True)
+                             if lower not in names and lower != "x-content-type-options")
+            return start_response(status, [*headers, *extra], exc_info)
+
+        return self.app(environ, start)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 _LOOPBACK = re.compile(r"^http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?(?=[/?]|\Z)")
 
@@ -34,6 +35,19 @@ def _split_loopback(uri: str) -> tuple[str, str] | None:
 def is_loopback_redirect(uri: str) -> bool:
     """An ``http`` redirect to a loopback IP literal (RFC 8252 §7.3)."""
     return "#" not in uri and _split_loopback(uri) is not None
+
+
+def is_native_redirect(uri: str) -> bool:
+    """A redirect that any app on the device may be listening at: a loopback address
+    (``localhost`` included) or a private-use scheme (RFC 8252 §8.6, §7.1). Only the
+    person can tell that the app which receives the code is the one they meant."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return True
+    if parts.scheme.lower() not in ("http", "https"):
+        return True
+    return parts.hostname in ("127.0.0.1", "::1", "localhost") or is_loopback_redirect(uri)
 
 
 def matches(requested: str, registered: Iterable[str]) -> bool:

@@ -115,6 +115,17 @@ def _needs_consent(req: AuthorizationRequest, user_id: int) -> bool:
     return not consents.covers(db.session(), user_id, req.client.client_id, req.scope)
 
 
+def _needs_interaction(req: AuthorizationRequest) -> bool:
+    """RFC 6749 §10.2: an authorization request is not granted again without the person,
+    when nothing proves that it comes from the client it names. A code sent to a loopback
+    or private-use-scheme redirect may be received by any app on the device (RFC 8252
+    §8.6), so such a request always shows the consent page, as a confirmation if consent
+    was given before, and ``prompt=none`` answers ``interaction_required``. An ``https``
+    redirect is delivered only to the registered web origin: silent sign-in stays
+    (docs/design.md, "Operations")."""
+    return redirect_uris.is_native_redirect(req.redirect_uri)
+
+
 def _authorize_url(params: dict[str, list[str]], drop: tuple[str, ...] = ()) -> str:
     query = urlencode([(k, v) for k, values in params.items() if k not in drop
                        for v in values])
@@ -165,11 +176,15 @@ def authorize() -> Response | tuple[str, int]:
     session.pop(FRESH_LOGIN, None)
     login = current_login()
     assert login is not None  # _needs_login said so
-    if _needs_consent(req, login[1].id):
+    consent = _needs_consent(req, login[1].id)
+    if consent or _needs_interaction(req):
         if "none" in req.prompt:
-            return _deny(req, "consent_required", "the user has not consented")
+            if consent:
+                return _deny(req, "consent_required", "the user has not consented")
+            return _deny(req, "interaction_required", "the user must confirm sign-ins of "
+                         "an app on their device: send the request without prompt=none")
         return render_template(
-            "consent.html", client=req.client, user=login[1],
+            "consent.html", client=req.client, user=login[1], confirm=not consent,
             scopes=[(s, scopes.describe(s)) for s in req.scope], params=params,
             return_to=_return_address(req),
             switch_url="/login?" + urlencode({"next": _authorize_url(params, ("prompt",))}),

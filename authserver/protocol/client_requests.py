@@ -13,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..domain import credentials as creds
 from ..domain.clients import ClientRecord
-from ..http import error_response, secure
+from ..http import error_response, request_is_secure
 from ..services import services
 from .client_auth import authenticate_client, parse_basic
 from .errors import oauth_error
@@ -58,7 +58,7 @@ def authenticated_request(
 ) -> tuple[ClientRecord, str] | Response:
     """RFC 6749 §2.3 client authentication, then the required ``token`` parameter (RFC 7009
     §2.1, RFC 7662 §2.1), or the client's ``default_token`` when there is none."""
-    if not secure(request.scheme, request.host):
+    if not request_is_secure():
         # RFC 7009 §2 and RFC 7662 §4: TLS, as at the token endpoint (the same rule: in
         # development, and for loopback addresses, plain http is allowed).
         log.warning("%s: request over plain http refused", request.path)

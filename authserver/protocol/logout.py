@@ -14,6 +14,7 @@ from ..extensions import db
 from ..services import services
 from ..storage.models import LoginSession, TokenFamily, User
 from ..web.security import (
+    allow_form_target,
     browser_sign_in_ids,
     check_csrf,
     current_login,
@@ -107,6 +108,8 @@ def logout() -> str | BaseResponse | tuple[str, int]:
     if request.method == "POST":
         check_csrf()
     elif not _hint_names_this_browser(claims, login):
+        if post_logout:
+            allow_form_target(post_logout)  # the confirmation's POST returns there
         return render_template("logout.html", user=login[1] if login else None,
                                post_logout_redirect_uri=post_logout, state=state,
                                client=client, id_token_hint=hint if claims else None)

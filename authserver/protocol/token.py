@@ -111,6 +111,9 @@ def _token_response() -> Response:
             response.headers["DPoP-Nonce"] = services().nonces.current(  # type: ignore[union-attr]
                 services().clock())
         return response
+        if not http.request_is_secure():
+            # Before Authlib, whose own check believes a loopback Host header.
+            raise InsecureTransportError()
     except InsecureTransportError:
         # Authlib checks the scheme (RFC 6749 §3.2: TLS) before its own error handling.
         # In production that means plain http reached us: behind a TLS proxy, set
@@ -140,7 +143,7 @@ def internal_error() -> Response:
 
 def _refresh_response() -> Response:
     """The refresh grant without Authlib's dispatch (``grants.refresh_token_grant``)."""
-    if not http.secure(request.scheme, request.host):
+    if not http.request_is_secure():
         raise InsecureTransportError()
     try:
         client = services().oauth.authenticate_refresh_client(request.headers, request.form)

@@ -122,7 +122,8 @@ class TokenFastPath:
             return None
         scheme = environ.get("wsgi.url_scheme", "http")
         host = get_host(environ)
-        if not (http.usable_host(host) and http.secure(scheme, host)):
+        if not (http.usable_host(host)
+                and http.secure(scheme, environ.get("REMOTE_ADDR"), services().settings, host)):
             return None
         try:
             try:

@@ -49,7 +49,9 @@ def resolve_database_url(url: str) -> str:
     if parsed.database == ":memory:":
         return url
     path = Path(parsed.database).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # The database holds every digest and the audit trail: a directory made for it is the
+    # owner's alone (docs/design.md, "Operations"); one that exists is left as it is.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
 
@@ -197,6 +199,35 @@ class WriterLock:
             self.release()
 
 
+# SQLite gives the -wal, -shm and -journal files the database file's mode.
+SQLITE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal", "-writer.lock")
+
+
+def private_files(database: str) -> None:
+    """The SQLite database, its WAL, shared-memory and journal files and the writer lock
+    are the owner's alone (0600; docs/design.md, "Operations"): the file is created so
+    before SQLite's first connection would create it 0644, and existing ones readable by
+    others are tightened. One that cannot be tightened (another owner) is left with a
+    warning."""
+    try:
+        os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # no directory, or not writable: SQLite's first connection says so
+    for suffix in SQLITE_FILE_SUFFIXES:
+        path = database + suffix
+        try:
+            mode = os.stat(path).st_mode
+            if mode & 0o077:
+                os.chmod(path, mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot make %s private (%s): other users may read it", path,
+                        exc.strerror)
+
+
 WAL_BACKSTOP_PAGES = 100_000  # ~400 MB: only if background checkpoints stop keeping up
 
 _writer_locks: dict[Engine, WriterLock] = {}
@@ -209,6 +240,8 @@ def install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
         return
     database = engine.url.database
     lock = None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        private_files(database)
     if database and database != ":memory:":
         lock = WriterLock(database, busy_timeout_ms / 1000)
         _writer_locks[engine] = lock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Mapping
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -13,7 +14,8 @@ from werkzeug.wrappers import Response
 
 from ..domain import login_sessions
 from ..extensions import db
-from ..http import NO_STORE
+from ..http import FORM_ACTION_SELF, NO_STORE, PAGE_CSP, PAGE_HEADERS
+from ..services import services
 from ..storage.models import LoginSession, User
 
 SESSION_KEY = "login"
@@ -25,19 +27,73 @@ AUTHORIZE_PATH = "/oauth/authorize"
 EARLIER_SIGN_INS = "earlier_logins"
 MAX_EARLIER = 8
 
-# Pages that take a password or a decision must never be framed (clickjacking) or cached.
-_PAGE_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
+# Where a page's form may end up besides this server: the redirect URIs its answer may send
+# the browser to (a CSP form-action covers the redirects after the POST too).
+FORM_TARGETS = "form_targets"
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+_HOST = re.compile(r"[a-z0-9.-]+")
+
+
+def allow_form_target(uri: str) -> None:
+    """Let this page's form lead to ``uri`` (already checked against the client's
+    registration): a sign-out that returns to the application."""
+    g.setdefault(FORM_TARGETS, []).append(uri)
+
+
+def csp_source(uri: str) -> str | None:
+    """The CSP source expression that allows ``uri``: its origin (any port for a loopback
+    IP, RFC 8252 §7.3), or a private-use scheme alone; None when none can be written."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not _SCHEME.fullmatch(scheme):
+        return None
+    if scheme not in ("http", "https"):
+        return f"{scheme}:"
+    host = (parts.hostname or "").lower()
+    if host == "::1":
+        return "http:"  # CSP has no syntax for an IPv6 literal
+    if not _HOST.fullmatch(host):
+        return None
+    if scheme == "http" and host == "127.0.0.1":
+        return "http://127.0.0.1:*"
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _authorize_client_id() -> str | None:
+    """The client of the authorization request this page is part of: the consent page's
+    own request, or the one a sign-in page will continue."""
+    if request.path == AUTHORIZE_PATH:
+        return request.values.get("client_id")
+    if request.path == "/login":
+        target = urlsplit(safe_next(request.values.get("next")))
+        if target.path == AUTHORIZE_PATH:
+            return parse_qs(target.query).get("client_id", [None])[0]
+    return None
+
+
+def _form_action() -> str:
+    uris: list[str] = list(g.get(FORM_TARGETS, []))
+    client_id = _authorize_client_id()
+    if client_id:
+        client = services().clients.get(client_id[:128])
+        if client is not None:
+            uris.extend(client.redirect_uris)
+    sources = dict.fromkeys(s for s in map(csp_source, uris) if s is not None)
+    return " ".join([FORM_ACTION_SELF, *sources])
 
 
 def protect_pages(response: Response) -> Response:
-    """Anti-framing and no-store on every page (not on the static files): each blueprint
-    of pages registers it as its ``after_request``."""
-    for name, value in _PAGE_HEADERS.items():
+    """The page headers (CSP, anti-framing) and no-store on every page (not on the static
+    files): each blueprint of pages registers it as its ``after_request``. The CSP's
+    ``form-action`` names this server and, on a page whose form ends at a client, that
+    client's redirect URIs."""
+    if response.mimetype == "text/html" and "Content-Security-Policy" not in response.headers:
+        response.headers["Content-Security-Policy"] = f"{PAGE_CSP}; {_form_action()}"
+    for name, value in PAGE_HEADERS.items():
         response.headers.setdefault(name, value)
     if request.endpoint != "web.static":
         for name, value in NO_STORE.items():

@@ -248,7 +248,8 @@ def test_loopback_redirect_uris_accept_any_port(person, oauth, registered, reque
     assert exchange(oauth, native, code, verifier, redirect_uri=requested).status_code == 200
     # The token request must name the very URI used, port included (RFC 6749 §4.1.3).
     params, verifier = start(native, redirect_uri=requested, scope="read", nonce=None)
-    code = redirect_params(person.authorize(**params))["code"]
+    again = person.authorize(**params)  # an app on the device: confirmed each time
+    code = redirect_params(person.decide(again))["code"]
     other_port = requested.replace(":" + requested.split(":")[-1].split("/")[0], ":2")
     assert exchange(oauth, native, code, verifier, redirect_uri=other_port).status_code == 400
 

@@ -1,5 +1,6 @@
 """In production the endpoints that take client credentials or tokens refuse plain http
-(RFC 6749 §3.2, RFC 7009 §2, RFC 7662 §4); loopback addresses are the exception."""
+(RFC 6749 §3.2, RFC 7009 §2, RFC 7662 §4), whatever the Host header says; the exception,
+a loopback issuer reached from a loopback address: tests/http/test_hardening_headers.py."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def test_plain_http_is_refused_in_production(oauth, path):
     secure = oauth.client.post(path, data=form, headers=headers,
                                base_url="https://auth.example.com")
     assert secure.status_code == 200, secure.get_data(True)
+    # A loopback Host header is no proof of a loopback connection.
     loopback = oauth.client.post(path, data=form, headers=headers,
                                  base_url="http://127.0.0.1:8000")
-    assert loopback.status_code == 200, loopback.get_data(True)
+    assert loopback.status_code == 400, loopback.get_data(True)
