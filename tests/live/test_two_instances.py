@@ -385,6 +385,10 @@ def test_a_rotated_key_signs_at_both_instances_from_the_same_instant(servers, re
     nxt, activates = created.kid, created.activates_at.timestamp()
     wait_until(lambda: all(nxt in published(server) for server in servers),
                "both instances to publish the next key", timeout=2)
+    documents = [requests.get(f"{server.url}/.well-known/jwks.json", timeout=30)
+                 for server in servers]
+    assert documents[0].content == documents[1].content  # the same JWKS, byte for byte
+    assert documents[0].headers["ETag"] == documents[1].headers["ETag"]
     assert activates - time.time() > 1.5, "the next key must wait before it signs"
 
     time.sleep(max(0.0, activates - time.time() - 0.8))
