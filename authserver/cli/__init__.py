@@ -16,6 +16,7 @@ from flask.cli import ScriptInfo
 from ..config import ConfigError
 from ..crypto.keystore import KeyStoreError
 from . import audit, clients, db, keys, serve, users, worker
+from . import config as config_cli
 from .base import CliError, Group
 
 __all__ = ["CliError", "Group", "cli", "main"]
@@ -28,12 +29,14 @@ def _create_app() -> Flask:
 
 
 @click.group(cls=Group)
+@click.version_option(package_name="authserver", prog_name="authserver",
+                      message="%(prog)s %(version)s")
 def cli() -> None:
     """authserver: OAuth 2.0 authorization server with rotating refresh tokens."""
 
 
 for command in (db.db_group, users.users_group, audit.audit_group, clients.clients_group,
-                keys.keys_group, serve.serve, worker.worker):
+                keys.keys_group, serve.serve, worker.worker, config_cli.config_group):
     cli.add_command(command)
 
 

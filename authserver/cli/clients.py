@@ -31,7 +31,7 @@ from ..domain.clients import ClientRecord
 from ..domain.errors import ValidationError
 from ..extensions import db
 from ..services import services
-from .base import CliError, Group
+from .base import CliError, Group, table
 
 LIST_OPTIONS = LIST_FIELDS
 ACTOR = "cli"
@@ -217,10 +217,14 @@ def list_clients(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([r.to_public_dict() for r in records], indent=2))
         return
-    for r in records:
-        kind = "public" if r.public else "confidential"
-        party = " first-party" if r.first_party else ""
-        click.echo(f"{r.client_id:<20} {kind}{party:<12} {' '.join(r.grant_types):<40} {r.name}")
+    if not records:
+        click.echo("no clients yet")
+        return
+    table(("CLIENT_ID", "TYPE", "STATE", "GRANT TYPES", "NAME"),
+          [(r.client_id, ("public" if r.public else "confidential")
+            + (" first-party" if r.first_party else ""),
+            "active" if r.active else "disabled", " ".join(r.grant_types), r.name)
+           for r in records])
 
 
 @clients_group.command("rotate-secret")

@@ -37,17 +37,27 @@ def current() -> None:
               show_default=True, help="Delete audit events older than this; 0 keeps them all.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="Rows per transaction (smaller: shorter locks).")
+@click.option("--dry-run", is_flag=True,
+              help="Count what would be deleted, per kind; delete nothing.")
 @with_appcontext
-def purge(retention_days: int, audit_retention_days: int, batch_size: int) -> None:
+def purge(retention_days: int, audit_retention_days: int, batch_size: int,
+          dry_run: bool) -> None:
     """Delete expired and long-revoked sessions and tokens, old codes, ended browser
     sign-ins, DPoP replay-cache rows and expired retry responses, in small batches.
 
     Safe to run while the server is serving; schedule it daily, e.g. from cron:
     ``17 3 * * * cd /srv/authserver && .venv/bin/authserver db purge``
     """
+    from ..domain.housekeeping import count_purgeable
     from ..domain.housekeeping import purge as run_purge
     from ..extensions import db
 
+    if dry_run:
+        counts = count_purgeable(db.session(), retention_days=retention_days,
+                                 audit_retention_days=audit_retention_days)
+        click.echo("would purge " + " ".join(f"{kind}={count}"
+                                             for kind, count in counts.items()))
+        return
     counts = run_purge(db.session(), retention_days=retention_days, batch_size=batch_size,
                        audit_retention_days=audit_retention_days)
     click.echo("purged " + " ".join(f"{kind}={count}" for kind, count in counts.items()))

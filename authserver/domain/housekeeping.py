@@ -38,20 +38,23 @@ from sqlalchemy import (
     and_,
     delete,
     exists,
+    func,
     or_,
     select,
     update,
 )
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from ..storage.models import (
     AuditEvent,
     AuthorizationCode,
+    Client,
     DPoPProofJti,
     LoginSession,
     LogoutMessage,
     RefreshToken,
     TokenFamily,
+    TokenStatus,
 )
 from . import token_status
 from .client_metadata import ACCESS_TTL_BOUNDS
@@ -121,14 +124,10 @@ def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
         session, TokenFamily.id, dead_family_condition(now, retention_days), batch_size,
         delete_families, "token_families", after_batch)
     counts["refresh_tokens"] += _walk(
-        session, RefreshToken.id,
-        and_(or_(RefreshToken.rotated_at < cutoff, RefreshToken.revoked_at < cutoff,
-                 RefreshToken.expires_at < cutoff),
-             # Never a token inside its grace window: its retry must still be answered.
-             or_(RefreshToken.retry_until.is_(None), RefreshToken.retry_until < now)),
+        session, RefreshToken.id, _dead_token(now, cutoff),
         batch_size, _deleter(session, RefreshToken.id), "refresh_tokens", after_batch)
     counts["authorization_codes"] = _walk(
-        session, AuthorizationCode.id, AuthorizationCode.expires_at < now - seconds(86_400),
+        session, AuthorizationCode.id, _old_code(now),
         batch_size, _deleter(session, AuthorizationCode.id), "authorization_codes",
         after_batch)
     counts["login_sessions"] = _walk(
@@ -144,12 +143,10 @@ def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
             .values(retry_response=None, retry_until=None)))
 
     counts["retry_responses"] = _walk(
-        session, RefreshToken.id,
-        and_(RefreshToken.retry_until.is_not(None), RefreshToken.retry_until < now),
+        session, RefreshToken.id, _stale_response(now),
         batch_size, drop_responses, "retry_responses", after_batch)
     counts["logout_messages"] = _walk(
-        session, LogoutMessage.id,
-        or_(LogoutMessage.delivered_at < cutoff, LogoutMessage.failed_at < cutoff),
+        session, LogoutMessage.id, _done_message(cutoff),
         batch_size, _deleter(session, LogoutMessage.id), "logout_messages", after_batch)
     counts["status_entries"] = token_status.free_entries(
         session, now=now, batch_size=batch_size, after_batch=after_batch)
@@ -159,6 +156,76 @@ def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
             session, AuditEvent.id,
             AuditEvent.created_at < now - seconds(audit_retention_days * 86_400), batch_size,
             _deleter(session, AuditEvent.id), "audit_events", after_batch)
+    return counts
+
+
+def _dead_token(now: dt.datetime, cutoff: dt.datetime,
+                token: Any = RefreshToken) -> ColumnElement[bool]:
+    """A single refresh token rotated, revoked or expired before the cutoff."""
+    return and_(or_(token.rotated_at < cutoff, token.revoked_at < cutoff,
+                    token.expires_at < cutoff),
+                # Never a token inside its grace window: its retry must still be answered.
+                or_(token.retry_until.is_(None), token.retry_until < now))
+
+
+def _old_code(now: dt.datetime) -> ColumnElement[bool]:
+    return AuthorizationCode.expires_at < now - seconds(86_400)
+
+
+def _stale_response(now: dt.datetime, token: Any = RefreshToken) -> ColumnElement[bool]:
+    return and_(token.retry_until.is_not(None), token.retry_until < now)
+
+
+def _done_message(cutoff: dt.datetime) -> ColumnElement[bool]:
+    return or_(LogoutMessage.delivered_at < cutoff, LogoutMessage.failed_at < cutoff)
+
+
+def count_purgeable(session: Session, *, retention_days: int = 30,
+                    audit_retention_days: int = 0,
+                    now: dt.datetime | None = None) -> dict[str, int]:
+    """What :func:`purge` with these arguments would delete now, per kind, deleting
+    nothing (``db purge --dry-run``): one count per kind, each as the purge's order leaves
+    it (a token of a family the purge deletes is counted once, a retry response only on a
+    token that stays, a status entry whose family the purge deletes as freed). A purge run
+    later may find a little more: what died in between."""
+    now = now or utcnow()
+    cutoff = now - seconds(retention_days * 86_400)
+    dead_family = dead_family_condition(now, retention_days)  # correlates RefreshToken
+    token = aliased(RefreshToken)  # the tokens counted: never the condition's own
+    in_dead_family = token.family_id.in_(select(TokenFamily.id).where(dead_family))
+    deleted_token = _dead_token(now, cutoff, token)
+
+    def count(table: Any, *conditions: ColumnElement[bool]) -> int:
+        return int(session.scalar(select(func.count()).select_from(table)
+                                  .where(*conditions)) or 0)
+
+    family_gone = or_(~exists().where(TokenFamily.id == TokenStatus.owner_id),
+                      exists().where(TokenFamily.id == TokenStatus.owner_id, dead_family))
+    client_holds = exists().where(Client.client_id == TokenStatus.owner_id,
+                                  Client.status_list == TokenStatus.list_id,
+                                  Client.status_idx == TokenStatus.idx)
+    counts = {
+        "refresh_tokens": count(token, in_dead_family)
+        + count(token, ~in_dead_family, deleted_token),
+        "token_families": count(TokenFamily, dead_family),
+        "authorization_codes": count(AuthorizationCode, _old_code(now)),
+        "login_sessions": count(LoginSession, LoginSession.ended_at < cutoff),
+        "dpop_proof_jtis": count(DPoPProofJti, DPoPProofJti.expires_at < now),
+        # On the tokens that stay: not in a dead family, and not deleted themselves
+        # (a NOT of the condition would drop the rows where it is NULL).
+        "retry_responses": count(token, _stale_response(now, token), ~in_dead_family,
+                                 token.id.not_in(select(RefreshToken.id).where(
+                                     _dead_token(now, cutoff)))),
+        "logout_messages": count(LogoutMessage, _done_message(cutoff)),
+        "status_entries": count(
+            TokenStatus, TokenStatus.free_after < now,
+            or_(and_(TokenStatus.owner_kind == token_status.FAMILY, family_gone),
+                and_(TokenStatus.owner_kind == token_status.CLIENT, ~client_holds))),
+        "audit_events": count(
+            AuditEvent, AuditEvent.created_at < now - seconds(audit_retention_days * 86_400))
+        if audit_retention_days > 0 else 0,
+    }
+    session.rollback()  # a read: no transaction left open (on SQLite, no lock kept)
     return counts
 
 

@@ -22,6 +22,33 @@ if TYPE_CHECKING:
     from .clients import ClientRecord
 
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}$")
+# An address is only shown and put in the ``email`` claim, never sent to: one ``@`` between
+# a local part and a domain, no spaces or control characters, the column's 320 characters.
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.][^@\s]{0,254}$")
+MAX_NAME = 255
+
+
+def clean_email(email: str | None) -> str | None:
+    """The e-mail address to store (None when blank); ValidationError when malformed."""
+    email = (email or "").strip()
+    if not email:
+        return None
+    if len(email) > 320 or not email.isprintable() or not _EMAIL.match(email) \
+            or email.endswith("."):
+        raise ValidationError("email must be an address like name@example.com", "email")
+    return email
+
+
+def clean_name(name: str | None) -> str | None:
+    """The display name to store (None when blank); ValidationError when unusable."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    if len(name) > MAX_NAME or not name.isprintable():
+        raise ValidationError(f"name must be at most {MAX_NAME} printable characters", "name")
+    return name
+
+
 
 
 def create_user(
@@ -39,6 +66,7 @@ def create_user(
         raise ValidationError(
             "username must be 1-150 characters: letters, digits and . _ @ + -", "username"
         )
+    email, name = clean_email(email), clean_name(name)
     problem = passwords.password_problem(password)
     if problem:
         raise ValidationError(problem, "password")
@@ -106,7 +134,7 @@ def _find_account(session: Session, username: str) -> _Account | None:
     return _Account(row.id, row.password_hash, bool(row.active)) if row is not None else None
 
 
-def _locked_user(session: Session, user_id: int) -> User | None:
+def locked_user(session: Session, user_id: int) -> User | None:
     """The user row, read afresh and locked for an update (PostgreSQL; on SQLite the
     transaction this begins is exclusive)."""
     return session.scalar(select(User).where(User.id == user_id)
@@ -149,7 +177,7 @@ def check_sign_in(session: Session, username: str, password: str) -> SignInAttem
     # until this sign-in has committed, and then signs it out too. The lock is the one
     # refresh_families takes on a sign-in from a known device (FOR SHARE here would
     # deadlock two sign-ins of one user there).
-    user = _locked_user(session, account.id)
+    user = locked_user(session, account.id)
     if user is None:
         return SignInAttempt(None, None, "unknown_user")
     if user.password_hash != account.password_hash:
@@ -239,7 +267,7 @@ def change_password(session: Session, user: User, current: str, new_password: st
         raise ValidationError("the new password must differ from the current one",
                               "new_password")
     new_hash = _new_hash(new_password)
-    locked = _locked_user(session, user_id)
+    locked = locked_user(session, user_id)
     if locked is None or locked.password_hash != stored:
         raise ValidationError("the password was changed meanwhile", "current_password")
     locked.password_hash, locked.password_changed_at = new_hash, utcnow()
@@ -260,7 +288,7 @@ def reset_password(session: Session, username: str, new_password: str, *,
     if account is None:
         raise NotFound(f"no user {username!r}")
     new_hash = _new_hash(new_password)
-    user = _locked_user(session, account.id)
+    user = locked_user(session, account.id)
     if user is None:
         raise NotFound(f"no user {username!r}")
     user.password_hash, user.password_changed_at = new_hash, utcnow()

@@ -1,5 +1,6 @@
 """Admin pages at /admin: clients (register, edit, rotate the secret, disable, enable,
-delete), their live sessions, and the audit trail.
+delete), their live sessions, users (search, profile, sessions, consents, deactivate,
+reactivate, delete), and the audit trail.
 
 Only for signed-in users with the admin role (``users create --admin``, ``users
 grant-admin``): anyone else gets a 403 page, and an anonymous visitor the sign-in page.
@@ -14,13 +15,14 @@ import dataclasses
 import secrets
 from functools import wraps
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from flask import Blueprint, make_response, redirect, render_template, request, session
 from werkzeug.wrappers import Response
 
-from ..domain import audit_trail, client_admin, client_sessions
+from ..domain import audit_trail, client_admin, client_sessions, user_admin, user_agents
 from ..domain import clients as domain_clients
+from ..domain import users as domain_users
 from ..domain.binding import IP_POLICIES, MISMATCH_ACTIONS
 from ..domain.client_admin import Actor
 from ..domain.client_metadata import (
@@ -35,7 +37,7 @@ from ..domain.client_metadata import (
     ClientSpec,
 )
 from ..domain.clients import ClientRecord
-from ..domain.errors import ValidationError
+from ..domain.errors import NotFound, ValidationError
 from ..extensions import db
 from ..http import NO_STORE
 from ..services import services
@@ -371,3 +373,154 @@ def admin_audit() -> Response:
              if page.older else None)
     return _page("admin/audit.html", page=page, client=client_id, user=username, event=event,
                  events=audit_trail.known_events(), older=older, filtered=bool(filters))
+
+
+# -- users -------------------------------------------------------------------------------
+USER_MESSAGES = {
+    "saved": "Saved.", "unchanged": "Nothing changed: those are the current values.",
+    "deactivated": "The user was deactivated and signed out everywhere.",
+    "reactivated": "The user may sign in again. Sessions revoked before stay revoked.",
+    "already-active": "The user was already active.",
+    "revoked": "The session was revoked.",
+    "signed-out": "The user was signed out everywhere.",
+    "consent-revoked": "The consent was revoked and the user's sessions at that client "
+                       "ended; the app asks for consent again.",
+    "deleted": "The user was deleted and every session of theirs ended.",
+}
+# What each confirmed action does, for its confirmation page: (title, what happens, button).
+USER_CONFIRMATIONS = {
+    "deactivate": ("Deactivate {name}?",
+                   "Every device of theirs is signed out at once and they can no longer sign "
+                   "in, until an admin reactivates them.", "Deactivate"),
+    "sign-out": ("Sign {name} out everywhere?",
+                 "Every session and browser sign-in of theirs ends at once: their apps' "
+                 "refresh tokens stop working. They may sign in again.", "Sign out everywhere"),
+    "delete": ("Delete {name}?",
+               "Every session and browser sign-in ends, their consents and unused codes are "
+               "removed and the account is gone: the name may be given to someone new. The "
+               "audit trail keeps its events. This cannot be undone; to stop them only for a "
+               "while, deactivate instead.", "Delete this user"),
+}
+
+
+def _by() -> dict[str, Any]:
+    """Who asked, for the audit trail: the signed-in admin and where from."""
+    user = current_login()[1]  # type: ignore[index]
+    return {"via": "admin_page", "admin": user.username, "ip": request.remote_addr,
+            "user_agent_family": user_agents.family(request.user_agent.string)}
+
+
+def _no_such_user() -> Response:
+    return _error_page(404, "No such user",
+                       "There is no user with that name. They may have been deleted.")
+
+
+def _user_url(username: str, done: str | None = None, anchor: str = "") -> str:
+    url = f"/admin/users/{quote(username, safe='')}"
+    return url + (f"?done={done}" if done else "") + anchor
+
+
+def _is_me(username: str) -> bool:
+    return current_login()[1].username == username  # type: ignore[index]
+
+
+def _render_user(username: str, values: dict[str, str] | None = None,
+                 errors: dict[str, str] | None = None, status: int = 200) -> Response:
+    try:
+        detail = user_admin.user_detail(db.session(), username, services().clock())
+    except NotFound:
+        return _no_such_user()
+    u = detail.user
+    return _page("admin/user.html", status, detail=detail, u=u, is_me=_is_me(username),
+                 v=values or {"email": u.email or "", "name": u.name or ""},
+                 errors=errors or {}, message=USER_MESSAGES.get(request.args.get("done", "")))
+
+
+@bp.get("/admin/users")
+@admin_required
+def admin_users() -> Response:
+    search = _printable(request.args.get("q", ""))[:user_admin.MAX_SEARCH]
+    return _page("admin/users.html", users=user_admin.list_users(db.session(), search),
+                 q=search, message=USER_MESSAGES.get(request.args.get("done", "")))
+
+
+@bp.route("/admin/users/<username>", methods=["GET", "POST"])
+@admin_required
+def admin_user(username: str) -> Response:
+    if request.method == "GET":
+        return _render_user(username)
+    values = {"email": request.form.get("email", ""), "name": request.form.get("name", "")}
+    try:
+        changed = user_admin.update_user(db.session(), username, email=values["email"],
+                                         name=values["name"], by=_by())
+    except NotFound:
+        return _no_such_user()
+    except ValidationError as exc:
+        db.session.rollback()
+        field = exc.field if exc.field in ("email", "name") else "form"
+        return _render_user(username, values, {field: str(exc)}, 400)
+    return redirect(_user_url(username, "saved" if changed else "unchanged"), code=303)
+
+
+@bp.post("/admin/users/<username>/reactivate")
+@admin_required
+def admin_reactivate_user(username: str) -> Response:
+    try:
+        done = user_admin.reactivate_user(db.session(), username, by=_by())
+    except NotFound:
+        return _no_such_user()
+    return redirect(_user_url(username, "reactivated" if done else "already-active"), code=303)
+
+
+@bp.route('/admin/users/<username>/<any(deactivate, "sign-out", delete):action>',
+          methods=["GET", "POST"])
+@admin_required
+def admin_confirmed_user_action(username: str, action: str) -> Response:
+    """Deactivate, sign out everywhere, delete: a confirmation page, then the change."""
+    try:
+        domain_users.find_user(db.session(), username)
+    except NotFound:
+        return _no_such_user()
+    if action in ("deactivate", "delete") and _is_me(username):
+        return _error_page(400, "Not your own account",
+                           f"You cannot {action} the account you are signed in with here: "
+                           "ask another admin, or use the command line.")
+    if request.method == "GET":
+        title, consequence, button = USER_CONFIRMATIONS[action]
+        return _page("admin/confirm_user.html", username=username,
+                     title=title.format(name=username), consequence=consequence,
+                     button=button, action=action, cancel=_user_url(username))
+    try:
+        if action == "deactivate":
+            domain_users.deactivate_user(db.session(), username, by=_by())
+            return redirect(_user_url(username, "deactivated"), code=303)
+        if action == "sign-out":
+            user_admin.sign_out_everywhere(db.session(), username, by=_by())
+            return redirect(_user_url(username, "signed-out", "#sessions"), code=303)
+        user_admin.delete_user(db.session(), username, by=_by())
+    except NotFound:  # deleted meanwhile
+        return _no_such_user()
+    return redirect("/admin/users?done=deleted", code=303)
+
+
+@bp.post("/admin/users/<username>/sessions/<session_id>/revoke")
+@admin_required
+def admin_revoke_user_session(username: str, session_id: str) -> Response:
+    try:
+        user_admin.revoke_session(db.session(), username, session_id, by=_by())
+    except NotFound:
+        return _error_page(404, "No such session",
+                           "That user has no such live session: it may have ended already.")
+    return redirect(_user_url(username, "revoked", "#sessions"), code=303)
+
+
+@bp.post("/admin/users/<username>/consents/<client_id>/revoke")
+@admin_required
+def admin_revoke_user_consent(username: str, client_id: str) -> Response:
+    try:
+        user_admin.revoke_consent(db.session(), username, client_id, by=_by())
+    except NotFound:
+        return _error_page(404, "No such consent",
+                           "That user has no consent for that client: it may have been "
+                           "revoked already.")
+    return redirect(_user_url(username, "consent-revoked", "#consents"), code=303)
