@@ -31,6 +31,7 @@ from .protocol import (
 )
 from .protocol.discovery import DocumentMiddleware, PublicDocuments
 from .protocol.dpop import NonceSource
+from .protocol.rate_limits import Limits
 from .protocol.server import AuthServer
 from .protocol.token_fast_path import TokenFastPath
 from .protocol.tokens import AccessTokenIssuer
@@ -120,6 +121,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         oauth=AuthServer(clients),
         replay=RedisReplayCache(settings.redis_url) if settings.redis_url
         else DatabaseReplayCache(engine),
+        limits=Limits(settings),
         nonces=NonceSource(settings.secret_key) if settings.dpop_nonce else None,
     )
     svc: Services = app.extensions["authserver"]

@@ -18,6 +18,7 @@ from .storage.replay_cache import ReplayCache
 if TYPE_CHECKING:
     from .protocol.discovery import PublicDocuments
     from .protocol.dpop import NonceSource
+    from .protocol.rate_limits import Limits
     from .protocol.server import AuthServer
     from .protocol.tokens import AccessTokenIssuer
 
@@ -30,6 +31,7 @@ class Services:
     tokens: AccessTokenIssuer
     oauth: AuthServer
     replay: ReplayCache
+    limits: Limits  # the brute-force limits (docs/design.md, "Operations")
     nonces: NonceSource | None = None
     clock: Clock = utcnow
     sweeper: RetrySweeper = field(default_factory=RetrySweeper)

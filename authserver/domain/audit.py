@@ -48,6 +48,9 @@ CODE_REPLAYED = "authorization_code_replay"  # written by domain.codes
 BACKCHANNEL_LOGOUT_DELIVERED = "backchannel_logout_delivered"
 BACKCHANNEL_LOGOUT_FAILED = "backchannel_logout_failed"
 BACKCHANNEL_LOGOUT_GIVEN_UP = "backchannel_logout_given_up"
+# A brute-force limit started refusing a key (an account, an address, the whole server):
+# once per key and period; every refusal is an event (events.RATE_LIMITED) instead.
+RATE_LIMITED = "rate_limit_reached"
 
 # Every event type, for ``authserver audit list --event`` and the admin filter.
 EVENTS = (
@@ -58,7 +61,7 @@ EVENTS = (
     USER_SIGNED_OUT, CONSENT_REVOKED,
     CLIENT_CREATED, CLIENT_UPDATED, CLIENT_SECRET_ROTATED, CLIENT_DISABLED, CLIENT_ENABLED,
     CLIENT_DELETED, BACKCHANNEL_LOGOUT_DELIVERED, BACKCHANNEL_LOGOUT_FAILED,
-    BACKCHANNEL_LOGOUT_GIVEN_UP,
+    BACKCHANNEL_LOGOUT_GIVEN_UP, RATE_LIMITED,
 )
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..storage.models import LoginSession, User
-from . import audit, users
+from . import attempt_limits, audit, users
 from . import credentials as creds
 from .clock import Clock, utcnow
 from .sessions import browser_session_public_id
@@ -17,7 +17,8 @@ from .sessions import browser_session_public_id
 
 def sign_in(session: Session, username: str, password: str, *, user_agent: str,
             ip: str | None, bind: Callable[[LoginSession], None],
-            clock: Clock = utcnow) -> users.SignInAttempt:
+            clock: Clock = utcnow,
+            guard: attempt_limits.SignInGuard | None = None) -> users.SignInAttempt:
     """A person signs in at the sign-in page. One transaction; commits.
 
     The password is checked holding no transaction (``users.check_sign_in``; an empty
@@ -25,10 +26,16 @@ def sign_in(session: Session, username: str, password: str, *, user_agent: str,
     the browser sign-in is recorded and ``bind`` ties the browser to it: ``bind`` runs
     before the commit, so whatever it reads is read in this transaction (after the commit
     a read would begin another one; on SQLite: take the write lock again to the end of the
-    request). Raises ``passwords.Busy`` having written nothing.
+    request). Raises ``passwords.Busy`` having written nothing, ``attempt_limits.Limited``
+    (recorded: ``users.record_refusal``) or ``LimitsUnavailable`` having checked nothing.
     """
-    attempt = (users.check_sign_in(session, username, password) if username and password
-               else users.SignInAttempt(None, None, "missing_credentials"))
+    try:
+        attempt = (users.check_sign_in(session, username, password, guard)
+                   if username and password
+                   else users.SignInAttempt(None, None, "missing_credentials"))
+    except attempt_limits.Limited as limited:
+        users.record_refusal(session, limited, username, endpoint="login_page", ip=ip)
+        raise
     if attempt.user is None:
         audit.record(session, audit.SIGN_IN_FAILED, user_id=attempt.account_id,
                      cause=attempt.failure, ip=ip, user_agent=user_agent[:200],

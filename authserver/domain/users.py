@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from ..storage import engine as storage_engine
 from ..storage.models import User
-from . import audit, passwords, refresh_families, sessions
+from . import attempt_limits, audit, passwords, refresh_families, sessions
 from . import credentials as creds
 from .binding import DeviceContext
 from .clock import Clock, utcnow
@@ -142,7 +142,8 @@ def locked_user(session: Session, user_id: int) -> User | None:
                           .execution_options(populate_existing=True))
 
 
-def check_sign_in(session: Session, username: str, password: str) -> SignInAttempt:
+def check_sign_in(session: Session, username: str, password: str,
+                  guard: attempt_limits.SignInGuard | None = None) -> SignInAttempt:
     """Check a sign-in (constant work whether or not the user exists), holding no
     transaction, and so no lock, while argon2 runs.
 
@@ -159,7 +160,25 @@ def check_sign_in(session: Session, username: str, password: str) -> SignInAttem
     Joins the caller's transaction; only called from the domain (``password_grant``,
     ``login_sessions.sign_in``), which records the outcome and commits. On failure before
     step 3 the session has not been touched: the audit event is the whole transaction.
+
+    ``guard`` (the brute-force limits, docs/design.md "Operations") is asked before
+    anything is looked up or verified, and raises ``attempt_limits.Limited`` (or
+    ``LimitsUnavailable``) having checked nothing; it is told the outcome afterwards.
     """
+    if guard is None:
+        return _check_password(session, username, password)
+    guard.before(username)
+    try:
+        attempt = _check_password(session, username, password)
+    except passwords.Busy:
+        guard.after(username, None)  # not checked: not counted
+        raise
+    guard.after(username, attempt.user is not None)
+    return attempt
+
+
+def _check_password(session: Session, username: str, password: str) -> SignInAttempt:
+    """``check_sign_in`` without the limits."""
     # Only a well-formed name is looked up (PostgreSQL rejects NUL bytes in a query: a 500).
     well_formed = bool(username) and _USERNAME.fullmatch(username) is not None
     account = _find_account(session, username) if well_formed else None
@@ -189,6 +208,19 @@ def check_sign_in(session: Session, username: str, password: str) -> SignInAttem
     return SignInAttempt(user, user.id, None)
 
 
+def record_refusal(session: Session, limited: attempt_limits.Limited, username: str,
+                   **detail: Any) -> None:
+    """A sign-in refused by a brute-force limit (``attempt_limits.record_refusal``): the
+    audit row of an account's delay names the user when the name is an account's (and
+    never the name typed). Commits (when it audits)."""
+    account = None
+    if limited.first and limited.scope == attempt_limits.ACCOUNT \
+            and _USERNAME.fullmatch(username):
+        account = _find_account(session, username)
+    attempt_limits.record_refusal(session, limited, user_id=account.id if account else None,
+                                  **detail)
+
+
 def password_grant(
     session: Session,
     username: str,
@@ -201,11 +233,18 @@ def password_grant(
     with_refresh_token: bool,
     bind_dpop: bool,
     clock: Clock = utcnow,
+    guard: attempt_limits.SignInGuard | None = None,
 ) -> dict[str, Any] | None:
     """An app signs its user in with a password (RFC 6749 §4.3): the token response body of
     a new family, or None when the sign-in failed (audited). One transaction; commits.
-    Raises ``passwords.Busy`` having written nothing."""
-    attempt = check_sign_in(session, username, password)
+    Raises ``passwords.Busy`` having written nothing, ``attempt_limits.Limited`` (recorded:
+    ``record_refusal``) or ``LimitsUnavailable`` having checked nothing."""
+    try:
+        attempt = check_sign_in(session, username, password, guard)
+    except attempt_limits.Limited as limited:
+        record_refusal(session, limited, username, endpoint="password_grant",
+                       client_id=client.client_id, ip=context.ip)
+        raise
     if attempt.user is None:
         audit.record(session, audit.SIGN_IN_FAILED, user_id=attempt.account_id,
                      client_id=client.client_id, grant_type="password",

@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 
 from ..domain.clients import ClientRecord
+from . import rate_limits
 from .errors import ClientAuthenticationFailed, oauth_error
 
 FAILED = "client authentication failed"
@@ -104,16 +105,31 @@ def authenticate_client(
             raise _fail("client authentication is required")
         client_id, secret, method = implied, None, "none"
 
+    try:
+        return _authenticated(client_id, method, secret, lookup, reload, now), method
+    except InvalidClientError:
+        if secret is not None:
+            # A failed client-secret check counts towards the brute-force limits, which
+            # may answer 429 instead; a right secret never asks them (docs/design.md,
+            # "Operations").
+            rate_limits.secret_failed()
+        raise
+
+
+def _authenticated(client_id: str, method: str, secret: str | None,
+                   lookup: Callable[[str], ClientRecord | None],
+                   reload: Callable[[str], ClientRecord | None] | None,
+                   now: dt.datetime | None) -> ClientRecord:
     if not _CLIENT_ID.fullmatch(client_id):
         raise _fail()
     stored = reload or lookup
     first = lookup if method == "none" else stored
     try:
-        return _verified(first(client_id), method, secret, now), method
+        return _verified(first(client_id), method, secret, now)
     except InvalidClientError:
         if first is stored:
             raise
-    return _verified(stored(client_id), method, secret, now), method
+    return _verified(stored(client_id), method, secret, now)
 
 
 def _verified(client: ClientRecord | None, method: str, secret: str | None,

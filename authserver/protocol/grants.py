@@ -17,12 +17,21 @@ from flask import g
 from flask import request as http_request
 from sqlalchemy.exc import DBAPIError
 
-from ..domain import codes, passwords, refresh_families, scopes, token_status, users
+from ..domain import (
+    attempt_limits,
+    codes,
+    passwords,
+    refresh_families,
+    scopes,
+    token_status,
+    users,
+)
 from ..domain.binding import DeviceContext, normalise_ip, valid_device_id
 from ..domain.clients import ClientRecord
 from ..domain.errors import InvalidRefreshToken, ScopeNotGranted
 from ..extensions import db
 from ..services import services
+from . import rate_limits
 from .errors import InvalidDPoPProofError, oauth_error
 
 log = logging.getLogger(__name__)
@@ -143,10 +152,16 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
                 with_refresh_token=client.check_grant_type("refresh_token"),
                 bind_dpop=client.public,  # RFC 9449 §5: public clients' refresh tokens are bound
                 clock=services().clock,
+                guard=rate_limits.guard(),
             )
         except passwords.Busy:
             raise self.Busy(description="too many sign-ins at once; try again shortly"
                             ) from None
+        except attempt_limits.Limited as limited:  # recorded by the domain
+            raise rate_limits.RateLimited(limited.retry_after) from None
+        except attempt_limits.LimitsUnavailable as exc:
+            log.error("password grant: brute-force limits unavailable (%s)", exc)
+            raise rate_limits.LimitsUnavailable() from None
         if body is None:
             raise oauth_error(InvalidGrantError, "invalid username or password")
         return 200, body, self.TOKEN_RESPONSE_HEADER

@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from ..domain import client_admin
+from ..domain import attempt_limits, client_admin
 from ..domain import client_metadata as rules
 from ..domain import clients as domain_clients
 from ..domain import credentials as creds
@@ -35,7 +35,7 @@ from ..domain.errors import NotFound, ValidationError
 from ..extensions import db
 from ..http import OAUTH_NO_STORE, json_response
 from ..services import services
-from . import bearer, dpop
+from . import bearer, dpop, rate_limits
 
 bp = Blueprint("registration", __name__)
 
@@ -250,6 +250,16 @@ def _validation_error(exc: ValidationError) -> Response:
     return _error(400, error, f"{prefix}{exc}")
 
 
+def _throttled(limited: attempt_limits.Limited) -> Response:
+    """429: this address made as many open registrations as it may for now."""
+    attempt_limits.record_refusal(db.session(), limited, endpoint="registration",
+                                  ip=request.remote_addr)
+    response = _error(429, "temporarily_unavailable",
+                      f"too many registrations; retry in {limited.retry_after} s")
+    response.headers["Retry-After"] = str(limited.retry_after)
+    return response
+
+
 def _not_found() -> Response:
     return _error(404, "not_found", "no such client")
 
@@ -266,6 +276,11 @@ def register() -> Response:
         caller = _authorise(None)
     except Denied as exc:
         return _denied(exc)
+    address = rate_limits.address_key(request.remote_addr)
+    if not caller.admin:  # open registration: so many per address (docs/design.md, "Operations")
+        limited = services().limits.check_registration(address)
+        if limited is not None:
+            return _throttled(limited)
     try:
         spec = spec_from_metadata(_json_body())
         problem = None if caller.admin else (_privileged_change(spec, None)
@@ -277,6 +292,8 @@ def register() -> Response:
     except ValidationError as exc:
         db.session.rollback()
         return _validation_error(exc)
+    if not caller.admin:
+        services().limits.registered(address)
     data = _metadata(record, Caller(caller.admin, caller.actor, token))
     if secret is not None:
         data["client_secret"] = secret
