@@ -58,7 +58,11 @@ def keys_group() -> None:
 @with_appcontext
 def ensure(alg: str | None) -> None:
     """Create an active signing key if there is none."""
-    key, created = _store().ensure(_default_alg(alg))
+    store = _store()
+    tightened = store.secure()  # an existing directory open to others: 0700, or refused
+    if tightened:
+        click.echo(tightened)
+    key, created = store.ensure(_default_alg(alg))
     verb = "created" if created else "found"
     click.echo(f"{verb} active {key.alg} key {key.kid}")
 

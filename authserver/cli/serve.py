@@ -20,12 +20,16 @@ import logging
 import os
 import resource
 import socket
+import tomllib
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from ..config import ENV_PREFIX, Settings, settings_file
+from ..crypto.keystore import KeyStoreError
 from ..extensions import db
 from ..ops.access_log import AccessLog
 from ..services import services
@@ -74,6 +78,7 @@ def worker_app() -> Any:
     from ..domain import passwords
 
     app = create_app()
+    refuse_without_key(app)
     # Before the first request: an unknown user's first sign-in must cost what any
     # other does, or that worker's first answer would tell user names apart.
     passwords.warm_up()
@@ -85,6 +90,19 @@ def worker_app() -> Any:
 
         start_in_process(app)
     return app
+
+
+def refuse_without_key(app: Any) -> None:
+    """A worker that cannot load an active key exits (status 3, one line) instead of
+    answering 500s. granian respawns it once; a second failure within 5.5 s is a crash
+    loop, and granian stops the whole server (exit status 1) rather than respawn again,
+    so a supervisor's restart meets ``serve``'s own check (docs/design.md, "Keys that stay").
+    """
+    try:
+        app.extensions["authserver"].keys.active()
+    except KeyStoreError as exc:
+        click.echo(f"authserver: worker {os.getpid()} refuses to start: {exc}", err=True)
+        raise SystemExit(3) from None
 
 
 def logged_worker_app() -> Any:
@@ -103,7 +121,8 @@ def _claim(host: str, port: int) -> socket.socket:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except OSError as exc:
-        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot listen on {_where(host)}:{port}: {exc.strerror or exc}"
+                       ) from None
     guard = socket.socket(family, kind, proto)
     try:
         with socket.socket(family, kind, proto) as probe:
@@ -114,8 +133,62 @@ def _claim(host: str, port: int) -> socket.socket:
         guard.bind(address)
     except OSError as exc:
         guard.close()
-        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot listen on {_where(host)}:{port}: {exc.strerror or exc}"
+                       ) from None
     return guard
+
+
+def _where(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _issuer_configured(settings: Settings) -> bool:
+    """Whether AUTHSERVER_ISSUER is set, in the environment or the settings file (or the
+    app was built with another issuer than the default)."""
+    if ENV_PREFIX + "ISSUER" in os.environ or settings.issuer != Settings.issuer:
+        return True
+    try:
+        return "issuer" in tomllib.loads(settings_file(os.environ).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def choose_issuer(settings: Settings, host: str, port: int) -> tuple[str, str | None]:
+    """The issuer to serve, and a warning line (or None).
+
+    Unset, the issuer follows the address served (``make run PORT=9000`` serves
+    ``http://127.0.0.1:9000``); every address (``0.0.0.0``) gives the loopback one and a
+    warning, and is refused in production, where clients reach the server by a name only
+    the operator knows. A configured loopback issuer naming another port than the one
+    served is kept, with a warning: tokens would name a server that is not there.
+    """
+    if not _issuer_configured(settings):
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - comparing, not binding
+            if settings.production:
+                raise CliError("set AUTHSERVER_ISSUER to the https URL clients use: serving "
+                               f"on every address ({_where(host)}) it cannot be guessed")
+            issuer = f"http://127.0.0.1:{port}"
+            return issuer, (f"AUTHSERVER_ISSUER is not set: the issuer is {issuer}; set it "
+                            "to the URL clients use to reach this server")
+        return f"http://{_where(host)}:{port}", None
+    parts = urlsplit(settings.issuer)
+    issuer_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.hostname and _loopback(parts.hostname) and issuer_port != port and (
+            _loopback(host) or host in ("0.0.0.0", "::")):  # noqa: S104
+        return settings.issuer, (
+            f"the issuer {settings.issuer} names port {issuer_port} but this server listens "
+            f"on {port}; clients will not find it (set AUTHSERVER_ISSUER, or unset it to "
+            "follow the port)")
+    return settings.issuer, None
 
 
 def _raise_open_files_limit(max_connections: int) -> None:
@@ -154,6 +227,9 @@ def _preflight() -> None:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     svc = services()
+    tightened = svc.keys.secure()  # 0700, or refused when another user owns it
+    if tightened:
+        click.echo(f"authserver: {tightened}", err=True)
     svc.keys.active()  # raises NoActiveKey / KeyStoreError with a readable message
     migrate_ext = current_app.extensions["migrate"]
     script = ScriptDirectory(migrate_ext.directory)
@@ -188,11 +264,16 @@ def serve(host: str, port: int, workers: int, threads: int, header_timeout: int,
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
+    issuer, warning = choose_issuer(services().settings, host, port)
     _preflight()
-    guard = _claim(host, port)  # noqa: F841 - held open while serving
+    guard = _claim(host, port)  # noqa: F841 - held open while serving; a busy port: at once
+    # The worker processes build their settings from the environment they inherit.
+    os.environ[ENV_PREFIX + "ISSUER"] = issuer
+    if warning:
+        click.echo(f"authserver: warning: {warning}", err=True)
     _raise_open_files_limit(max_connections)
     where = f"[{host}]" if ":" in host else host
-    click.echo(f"authserver: serving {services().settings.issuer} on http://{where}:{port} "
+    click.echo(f"authserver: serving {issuer} on http://{where}:{port} "
                f"({workers} workers x {threads} threads)", err=True)
     _server(
         target=LOGGED_WORKER_APP if access_log else WORKER_APP,

@@ -19,7 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import jose
-from .keystore import KeyStore, KeyStoreError, NoActiveKey, SigningKey
+from .keystore import (
+    REMOVED_SUFFIX,
+    KeyStore,
+    KeyStoreError,
+    NoActiveKey,
+    SigningKey,
+    secure_directory,
+)
 from .lifecycle import ACTIVE, NEXT, RETIRED, KeyRecord, KeyStatus, activation_time, resolve
 
 __all__ = ["LOCK_FILE", "KeyAdmin"]
@@ -41,6 +48,9 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
 
 class KeyAdmin(KeyStore):
     """The key directory as the ``authserver keys`` commands see it: read and write."""
+
+    keeps_vanished_keys = False  # what is on disk, nothing kept from an earlier look
+    observes = False  # the serving processes report key changes, not each command
 
     @classmethod
     def of(cls, store: KeyStore) -> KeyAdmin:
@@ -64,6 +74,7 @@ class KeyAdmin(KeyStore):
         """Exclusive across processes (flock) and threads; re-read from disk inside."""
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            secure_directory(self.directory)
             fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise KeyStoreError(f"key directory {self.directory} is not writable "
@@ -207,7 +218,17 @@ class KeyAdmin(KeyStore):
             if not dry_run:
                 for key in removable:
                     self._delete(key.kid)
+                self._prune_marks(now)
             return removable
+
+    def _prune_marks(self, now: dt.datetime) -> None:
+        """Remove ``<kid>.removed`` marks older than the retention: by then every running
+        process would have dropped the key by itself."""
+        horizon = now.timestamp() - self.policy.retention
+        for mark in self.directory.glob(f"*{REMOVED_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                if mark.stat().st_mtime < horizon:
+                    mark.unlink()
 
     def remove(self, kid: str, force: bool = False) -> SigningKey:
         """Remove one key now (a compromised key); never the active one."""
@@ -225,6 +246,11 @@ class KeyAdmin(KeyStore):
                     f"tokens signed by {key.kid} may be valid until "
                     f"{key.removable_at:%Y-%m-%d %H:%M:%S}Z; removing it now makes resource "
                     "servers reject them. Pass --force to remove it anyway")
+            if key.state == RETIRED:
+                # Running processes keep a retired key whose files vanish; this mark says
+                # it was removed on purpose, so they drop it too.
+                mark = json.dumps({"kid": key.kid, "removed_at": now.isoformat()}).encode()
+                _write_atomic(self.directory / f"{key.kid}{REMOVED_SUFFIX}", mark, 0o644)
             self._delete(key.kid)
             return key
 

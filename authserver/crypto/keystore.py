@@ -17,7 +17,6 @@ The ``authserver keys`` commands write through :mod:`.key_admin`, which takes an
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..domain import events
 from . import jose
 from .lifecycle import (
     ACTIVE,
@@ -46,11 +46,16 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 __all__ = ["ACTIVE", "NEXT", "RETIRED", "KeyPolicy", "KeyStore", "KeyStoreError",
-           "NoActiveKey", "SigningKey", "published_algorithms"]
+           "NoActiveKey", "SigningKey", "secure_directory"]
 
 log = logging.getLogger(__name__)
 PUBLISHED_STATES = (NEXT, ACTIVE, RETIRED)
 Clock = Callable[[], dt.datetime]
+# ``<kid>.removed``: written by ``keys remove`` so that running processes drop a key removed
+# on purpose (a compromised one) instead of keeping it as one that vanished by accident.
+REMOVED_SUFFIX = ".removed"
+# A scan that failed: differs from every real listing, so the next good scan re-reads.
+_UNREADABLE: tuple[Any, ...] = ("unreadable",)
 
 
 class KeyStoreError(Exception):
@@ -59,6 +64,41 @@ class KeyStoreError(Exception):
 
 class NoActiveKey(KeyStoreError):
     pass
+
+
+def missing_directory(directory: Path) -> str:
+    """What to say when ``keys/`` is not there. Never "run keys ensure": on a host whose
+    shared mount is missing, that would create a key no other instance has."""
+    return (f"key directory {directory} does not exist; check that it is mounted and that "
+            "AUTHSERVER_KEYS_DIR names it")
+
+
+def secure_directory(directory: Path) -> str | None:
+    """Make sure only this user can enter ``directory``; one line when it was tightened.
+
+    An existing directory with group or other access is set to 0700 when this user owns
+    it; one owned by someone else is refused (we cannot fix it, and its private keys are
+    exposed to that owner's group). A missing directory is left to the caller.
+    """
+    try:
+        st = directory.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise KeyStoreError(f"key directory {directory} is unreadable ({exc.strerror})") from exc
+    mode = st.st_mode & 0o777
+    if not mode & 0o077:
+        return None
+    if st.st_uid != os.geteuid():
+        raise KeyStoreError(
+            f"key directory {directory} has mode {mode:04o} and belongs to uid {st.st_uid}, "
+            f"not to this user (uid {os.geteuid()}); its owner must make it mode 0700")
+    try:
+        os.chmod(directory, 0o700)
+    except OSError as exc:
+        raise KeyStoreError(f"key directory {directory} has mode {mode:04o} and cannot be "
+                            f"made 0700 ({exc.strerror})") from exc
+    return f"key directory {directory} had mode {mode:04o}; it is now 0700"
 
 
 @dataclass(frozen=True)
@@ -123,23 +163,20 @@ def _read_record(meta_path: Path) -> KeyRecord:
     return KeyRecord(kid, alg, state, created, changed, activates)
 
 
-def published_algorithms(directory: str | os.PathLike[str]) -> list[str]:
-    """The algorithms of the keys in ``directory`` (metadata only), RS256 always first.
-
-    For ``id_token_signing_alg_values_supported``: OIDC Discovery §3 requires RS256.
-    """
-    algs = {"RS256"}
-    with contextlib.suppress(OSError):
-        for meta_path in Path(directory).glob("*.json"):
-            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-                alg = json.loads(meta_path.read_text()).get("alg")
-                if alg in jose.SUPPORTED_ALGORITHMS:
-                    algs.add(alg)
-    return sorted(algs, key=lambda a: (a != "RS256", a))
-
-
 class KeyStore:
-    """The key directory, with a per-process cache refreshed when a file changes."""
+    """The key directory, with a per-process cache refreshed when a file changes.
+
+    A serving process never loses a key it has loaded (docs/design.md, "Keys that stay"):
+    when the directory goes missing, unreadable or empty, or a file in it is corrupt, it
+    keeps the keys it had, logs one line and emits ``keys_unavailable`` (once per change),
+    and :meth:`health` says so. A key whose files vanish on their own stays published (and
+    signing, if it was active) until every token it signed can have expired, unless
+    ``keys remove`` left its ``<kid>.removed`` mark.
+    """
+
+    # KeyAdmin (the ``keys`` commands) sees the directory as it is, and publishes nothing.
+    keeps_vanished_keys = True
+    observes = True
 
     def __init__(self, directory: str | os.PathLike[str], passphrase: str = "",
                  check_interval: float = 1.0, policy: KeyPolicy | None = None,
@@ -156,6 +193,11 @@ class KeyStore:
         self._view: tuple[SigningKey, ...] = ()
         self._view_until: dt.datetime | None = None
         self._view_stale = True
+        # Why the directory does not read cleanly now (None: it does), and since when.
+        self._problem: str | None = None
+        self._problem_since: dt.datetime | None = None
+        self._active_kid: str | None = None  # the active key this process saw last
+        self._vanished: set[str] = set()  # kept keys whose files are gone (logged once)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyStore:
@@ -173,7 +215,8 @@ class KeyStore:
             entries = [
                 (entry.name, st.st_ino, st.st_mtime_ns, st.st_size)
                 for entry in os.scandir(self.directory)
-                if entry.name.endswith((".json", ".pem")) and not entry.name.startswith(".")
+                if entry.name.endswith((".json", ".pem", REMOVED_SUFFIX))
+                and not entry.name.startswith(".")
                 for st in (entry.stat(follow_symlinks=True),)
             ]
         except FileNotFoundError:
@@ -191,22 +234,95 @@ class KeyStore:
             if not force and self._loaded is not None and (
                     time.monotonic() - self._checked_at < self.check_interval):
                 return
+            try:
+                self._reload(force)
+            finally:
+                self._checked_at = time.monotonic()
+
+    def _reload(self, force: bool) -> None:
+        """One look at the directory (holding the lock)."""
+        keep = self.keeps_vanished_keys and not force and bool(self._loaded)
+        try:
             signature = self._scan()
-            if force or self._loaded is None or signature != self._signature:
-                try:
-                    loaded = self._read_all(self._loaded or {})
-                except KeyStoreError as exc:
-                    if self._loaded is None or force:
-                        raise
-                    # A running process keeps signing with what it had; the operator sees why.
-                    if signature != self._signature:
-                        log.error("keys: keeping the keys loaded before: %s", exc)
-                    self._signature = signature
-                else:
-                    self._loaded = loaded
-                    self._signature = signature
-                    self._view_stale = True
-            self._checked_at = time.monotonic()
+        except KeyStoreError as exc:
+            if not keep:
+                raise
+            self._signature = _UNREADABLE
+            self._degrade(str(exc))
+            return
+        if keep and signature is None:
+            self._signature = None
+            self._degrade(missing_directory(self.directory))
+            return
+        if keep and not any(name.endswith(".json") for name, *_ in signature or ()):
+            self._signature = signature
+            self._degrade(f"key directory {self.directory} has no keys")
+            return
+        if not (force or self._loaded is None or signature != self._signature):
+            return
+        try:
+            loaded = self._read_all(self._loaded or {})
+        except KeyStoreError as exc:
+            if not keep:
+                raise
+            # A running process keeps signing with what it had; the operator sees why.
+            self._signature = signature
+            self._degrade(str(exc))
+            return
+        if keep:
+            loaded = self._keep_vanished(loaded)
+        self._loaded = loaded
+        self._signature = signature
+        self._view_stale = True
+        if signature is None and not loaded:
+            self._problem, self._problem_since = missing_directory(self.directory), None
+        elif self._problem is not None:
+            if self.observes and self._problem_since is not None:
+                log.warning("keys: key directory %s reads again (%d keys)", self.directory,
+                            len(loaded))
+            self._problem = self._problem_since = None
+
+    def _degrade(self, detail: str) -> None:
+        """Keep the loaded keys; say why once per change of the reason."""
+        if detail == self._problem:
+            return
+        if self._problem_since is None:
+            self._problem_since = self.clock()
+        self._problem = detail
+        if self.observes:
+            log.error("keys: %s; keeping the keys loaded before (%d)", detail,
+                      len(self._loaded or {}))
+            events.emit(events.KEYS_UNAVAILABLE, detail=detail)
+
+    def _keep_vanished(self, found: dict[str, _Loaded]) -> dict[str, _Loaded]:
+        """``found`` plus each loaded key whose files vanished while its tokens may be valid
+        (an active key, or a retired one before its prune time), unless removed on purpose."""
+        previous = self._loaded or {}
+        gone = [kid for kid in previous if kid not in found]
+        if not gone:
+            return found
+        now = self.clock()
+        statuses = {s.kid: s for s in resolve((i.record for i in previous.values()), now,
+                                              self.policy).statuses}
+        merged = dict(found)
+        for kid in gone:
+            status = statuses[kid]
+            needed = status.state == ACTIVE or (
+                status.state == RETIRED and status.removable_at is not None
+                and status.removable_at > now)
+            if not needed or (self.directory / f"{kid}{REMOVED_SUFFIX}").exists():
+                self._vanished.discard(kid)
+                continue
+            # Keep it as it was seen (its computed state), so it stays what it was.
+            merged[kid] = replace(previous[kid], record=status.stored)
+            if kid not in self._vanished:
+                self._vanished.add(kid)
+                detail = (f"key {kid} vanished from {self.directory} while tokens it signed "
+                          f"may be valid; keeping it ({status.state})")
+                if self.observes:
+                    log.error("keys: %s", detail)
+                    events.emit(events.KEYS_UNAVAILABLE, detail=detail)
+        return merged
 
     def _read_all(self, previous: dict[str, _Loaded]) -> dict[str, _Loaded]:
         if not self.directory.is_dir():
@@ -270,7 +386,21 @@ class KeyStore:
                                    for status in result.statuses)
                 self._view_until = result.valid_until
                 self._view_stale = False
+                changed = self._observe(result)
+            if changed is not None and self.observes:
+                active, previous = changed
+                events.emit(events.KEY_ACTIVATED, kid=active.kid, alg=active.record.alg)
+                events.emit(events.KEY_RETIRED, kid=previous)
         return list(self._view)
+
+    def _observe(self, result: Resolution) -> tuple[KeyStatus, str] | None:
+        """The new active key and the one it replaced, when the active key changed since
+        this process last looked (not on the first look)."""
+        active = result.active
+        if active is None or active.kid == self._active_kid:
+            return None
+        previous, self._active_kid = self._active_kid, active.kid
+        return None if previous is None else (active, previous)
 
     @staticmethod
     def _signing_key(status: KeyStatus, item: _Loaded) -> SigningKey:
@@ -283,16 +413,34 @@ class KeyStore:
         for key in self.keys():
             if key.state == ACTIVE:
                 return key
+        if self._problem is not None and not self._loaded:
+            raise NoActiveKey(self._problem)
         raise NoActiveKey(
-            f"no active signing key in {self.directory}; run 'authserver keys ensure'"
+            f"no active signing key in {self.directory}; on a new installation run "
+            "'authserver keys ensure' (a shared directory: check that it is mounted)"
         )
 
+    def secure(self) -> str | None:
+        """Tighten the directory to 0700 if it is ours (a line saying so), else refuse."""
+        return secure_directory(self.directory)
+
     def health(self) -> tuple[bool, str]:
-        """Whether this process can sign now, and one line saying why (for ``/readyz``)."""
+        """Whether this process can sign now with keys that match the directory, and one
+        line saying why (for ``/readyz``).
+
+        Not ready while the directory does not read cleanly, even though the process keeps
+        signing with its kept keys: it cannot see a rotation the other instances see, so a
+        load balancer should prefer them (docs/design.md, "Keys that stay").
+        """
         try:
             key = self.active()
         except KeyStoreError as exc:
             return False, str(exc)
+        problem, since = self._problem, self._problem_since
+        if problem is not None:
+            when = f" since {since.astimezone(dt.UTC):%H:%M:%S}Z" if since else ""
+            return False, (f"{problem}{when}: keeping {len(self._loaded or {})} loaded keys, "
+                           f"active key {key.kid}")
         return True, f"active key {key.kid} ({key.alg}), {len(self.published())} published"
 
     def published(self) -> list[SigningKey]:

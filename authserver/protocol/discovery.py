@@ -6,6 +6,10 @@ Resource servers and clients fetch these far more often than anything else is ca
 they change only when the key set does. Each is serialised once per key set (bytes and an
 ``ETag``), and :class:`DocumentMiddleware` answers ``GET``/``HEAD`` for them in front of
 Flask, with ``If-None-Match`` -> 304. Other methods fall through to Flask (405).
+
+The JWKS is never published empty (docs/design.md, "Keys that stay"): a process with no key
+answers ``503`` with ``no-store``, so resource servers keep the copy they cached instead of
+caching an empty set for ``max-age`` and rejecting every token meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Any
 from flask import Blueprint, Response
 
 from ..config import Settings
-from ..crypto.keystore import KeyStore, published_algorithms
+from ..crypto import jose
+from ..crypto.keystore import PUBLISHED_STATES, KeyStore, KeyStoreError, SigningKey
 from ..domain.client_metadata import SUPPORTED_GRANT_TYPES
 from ..domain.scopes import OIDC_SCOPES
 from ..services import services
@@ -75,13 +80,22 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
     }
 
 
-def openid_configuration(settings: Settings) -> dict[str, Any]:
+def signing_algorithms(keys: Iterable[SigningKey]) -> list[str]:
+    """The algorithms of the published keys, RS256 always first (OIDC Discovery §3
+    requires it): of the keys this process holds, not of a fresh look at the disk."""
+    algs = {"RS256"} | {k.alg for k in keys
+                        if k.state in PUBLISHED_STATES and k.alg in jose.SUPPORTED_ALGORITHMS}
+    return sorted(algs, key=lambda a: (a != "RS256", a))
+
+
+def openid_configuration(settings: Settings, keys: Iterable[SigningKey] = ()
+                         ) -> dict[str, Any]:
     """OIDC Discovery: the RFC 8414 document plus the OIDC-specific members."""
     data = authorization_server_metadata(settings)
     data.update(
         {
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": published_algorithms(settings.keys_dir),
+            "id_token_signing_alg_values_supported": signing_algorithms(keys),
             "claims_supported": [
                 "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",
                 "name", "preferred_username", "email", "email_verified",
@@ -129,25 +143,42 @@ class PublicDocuments:
         self._built_for: tuple[object, ...] | None = None
         self._documents: dict[str, Document] = {}
 
-    def get(self, path: str) -> Document:
+    def get(self, path: str) -> Document | None:
+        """The document, or None for the JWKS while this process has no key to publish."""
         settings, keys = self.source()
+        try:
+            current = keys.keys()
+        except KeyStoreError:
+            current = []  # never loaded: keys/ missing or damaged since start
         fingerprint = (id(settings), id(keys),
-                       *((k.kid, k.state) for k in keys.keys()))  # noqa: SIM118
+                       *((k.kid, k.state) for k in current))
         if fingerprint != self._built_for:
             with self._lock:
-                self._documents = self._build(settings, keys)
+                self._documents = self._build(settings, current)
                 self._built_for = fingerprint
-        return self._documents[path]
+        return self._documents.get(path)
 
     @staticmethod
-    def _build(settings: Settings, keys: KeyStore) -> dict[str, Document]:
-        return {
-            JWKS_PATH: Document.of(keys.jwks(), settings.jwks_max_age),
+    def _build(settings: Settings, keys: list[SigningKey]) -> dict[str, Document]:
+        documents = {
             OAUTH_METADATA_PATH: Document.of(authorization_server_metadata(settings),
                                              METADATA_MAX_AGE),
-            OPENID_CONFIGURATION_PATH: Document.of(openid_configuration(settings),
+            OPENID_CONFIGURATION_PATH: Document.of(openid_configuration(settings, keys),
                                                    METADATA_MAX_AGE),
         }
+        published = [k.public_jwk() for k in keys if k.state in PUBLISHED_STATES]
+        if published:  # never an empty set that caches would keep for max-age
+            documents[JWKS_PATH] = Document.of({"keys": published}, settings.jwks_max_age)
+        return documents
+
+
+def no_keys_response() -> tuple[str, list[tuple[str, str]], bytes]:
+    """503 ``temporarily_unavailable``, never cached: no key set to publish."""
+    body = json.dumps({"error": "temporarily_unavailable",
+                       "error_description": "no signing keys loaded; try again later"}).encode()
+    return "503 SERVICE UNAVAILABLE", [
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"), ("Retry-After", "5"), *PUBLIC_CORS.items()], body
 
 
 class DocumentMiddleware:
@@ -165,6 +196,10 @@ class DocumentMiddleware:
                 or method not in ("GET", "HEAD"):
             return self.app(environ, start_response)
         document = self.documents.get(path)
+        if document is None:
+            status, no_keys, body = no_keys_response()
+            start_response(status, no_keys)
+            return [b"" if method == "HEAD" else body]
         headers = [("Cache-Control", document.cache_control), ("ETag", document.etag),
                    *PUBLIC_CORS.items()]
         if_none_match = environ.get("HTTP_IF_NONE_MATCH")
@@ -181,6 +216,9 @@ def _document(path: str) -> Response:
     """What :class:`DocumentMiddleware` answers before Flask is reached; these views exist
     for ``url_for`` and so that other methods get a 405."""
     document = services().documents.get(path)
+    if document is None:
+        status, headers, body = no_keys_response()
+        return Response(body, status=int(status[:3]), headers=headers)
     response = Response(document.body, mimetype="application/json",
                         headers={"Cache-Control": document.cache_control,
                                  "ETag": document.etag, **PUBLIC_CORS})

@@ -155,4 +155,11 @@ def test_serve_refuses_without_a_key(tmp_path):
            "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
     result = _authserver("serve", env=env)
     assert result.returncode == 1
+    # A missing directory may be a shared mount that dropped: no advice to create a key.
+    assert result.stderr == (f"authserver: error: key directory {tmp_path / 'keys'} does not "
+                             "exist; check that it is mounted and that AUTHSERVER_KEYS_DIR "
+                             "names it\n")
+    (tmp_path / "keys").mkdir()
+    result = _authserver("serve", env=env)
+    assert result.returncode == 1
     assert "no active signing key" in result.stderr and "Traceback" not in result.stderr

@@ -336,8 +336,72 @@ def test_the_access_log_has_each_request_but_no_token_code_or_password(server, p
     log = server.log()
     for secret in (SECRET_RT, SECRET_CODE, SECRET_PASSWORD, SECRET_CLIENT, "SECRET"):
         assert secret not in log
-    line = re.compile(r'^\S+ 127\.0\.0\.1 "(GET|POST) (/\S*)" (\d{3}) \d+\.\dms$', re.M)
+    line = re.compile(r'^\S+ 127\.0\.0\.1 "(GET|POST) (/\S*)" (\d{3}) \d+\.\dms '
+                      r"client_id=\S+ request_id=[0-9a-f]{16}$", re.M)
     logged = line.findall(log)
     assert ("POST", "/oauth/token", "400") in logged
     assert ("GET", "/.well-known/jwks.json", "200") in logged
     assert any(path == "/oauth/authorize" for _, path, _ in logged)
+
+
+# -- the issuer follows the port, a busy port, a respawned worker without a key ----------------
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(requests.RequestException):
+        return requests.get(f"{url}/.well-known/jwks.json", timeout=2).status_code == 200
+    return False
+
+
+def test_the_issuer_follows_the_port_a_busy_port_fails_and_a_keyless_worker_never_serves(
+        tmp_path):
+    """No AUTHSERVER_ISSUER (nor in config/default.toml): the discovery document and the
+    start-up line name the port served, as ``make run PORT=9000`` needs. A second ``serve``
+    on that port fails in one line, without saying "serving". Then a worker dies while the
+    key file is corrupt: the other worker keeps its key and answers; the replacement refuses
+    in one line and granian, seeing it fail within 5.5 s of its respawn, stops the server
+    (exit status 1) instead of looping."""
+    port = live_server.free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "AUTHSERVER_DATABASE_URL": _sqlite(tmp_path),
+           "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+           "AUTHSERVER_SECRET_KEY": "live-test-secret-key-0123456789abcdef"}
+    env.pop("AUTHSERVER_ISSUER", None)
+    for step in (["db", "upgrade"], ["keys", "ensure"]):
+        subprocess.run([live_server.AUTHSERVER, *step], env=env, check=True,
+                       capture_output=True, timeout=120)
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [live_server.AUTHSERVER, "serve", "--port", str(port), "--workers", "2"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    srv = live_server.LiveServer(url, env, process, log_path)
+    try:
+        assert _wait_for(lambda: _answers(url), 60), srv.log()
+        metadata = requests.get(f"{url}/.well-known/openid-configuration", timeout=5).json()
+        assert metadata["issuer"] == url and metadata["token_endpoint"] == f"{url}/oauth/token"
+        assert f"serving {url} on" in srv.log() and "warning" not in srv.log()
+
+        busy = subprocess.run([live_server.AUTHSERVER, "serve", "--port", str(port)],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert busy.returncode == 1
+        assert busy.stderr == (f"authserver: error: cannot listen on 127.0.0.1:{port}: "
+                               "Address already in use\n")
+
+        (pem,) = (tmp_path / "keys").glob("*.pem")
+        broken = pem.with_name(".broken")
+        broken.write_text("not a key")
+        broken.chmod(0o600)
+        os.replace(broken, pem)  # a new inode, as a bad copy would leave it
+        assert _wait_for(lambda: len(srv.worker_pids()) == 2, 30)
+        victim = srv.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        assert _wait_for(lambda: not Path(f"/proc/{victim}").exists(), 5)
+        assert requests.get(f"{url}/.well-known/jwks.json", timeout=5).status_code == 200
+        assert srv.process.wait(timeout=60) == 1
+    finally:
+        srv.stop()
+    log_text = srv.log()
+    assert log_text.count("refuses to start") == 1, log_text
+    assert f"private key {pem}" in log_text
+    assert "crash loop" in log_text.lower(), log_text
+    assert "Traceback" not in log_text and '" 500 ' not in log_text, log_text

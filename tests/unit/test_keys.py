@@ -388,8 +388,8 @@ def test_a_damaged_key_file_is_one_clear_error_at_start(keys_path, clock, damage
 
 
 def test_a_running_process_keeps_its_keys_when_a_file_breaks(keys_path, clock, caplog):
-    ks = store(keys_path, clock)
-    key, _ = ks.ensure()
+    key, _ = store(keys_path, clock).ensure()
+    ks = KeyStore(keys_path, check_interval=0.0, policy=POLICY, clock=clock)
     assert ks.active().kid == key.kid
     (keys_path / "broken.json").write_text("{")
     assert ks.active().kid == key.kid
