@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..storage.models import LoginSession, User
 from . import attempt_limits, audit, users
 from . import credentials as creds
 from .clock import Clock, utcnow
-from .sessions import browser_session_public_id
+from .sessions import BrowserLifetime, browser_session_public_id
 
 
 def sign_in(session: Session, username: str, password: str, *, user_agent: str,
@@ -59,8 +59,11 @@ def _start(session: Session, user: User, *, user_agent: str | None, ip: str | No
     return row
 
 
-def current(session: Session, login_session_id: str | None) -> tuple[LoginSession, User] | None:
-    """The live sign-in and its active user, or None."""
+def current(session: Session, login_session_id: str | None, *,
+            lifetime: BrowserLifetime | None = None, now: dt.datetime | None = None
+            ) -> tuple[LoginSession, User] | None:
+    """The live sign-in and its active user, or None: ended, past its ``lifetime`` (idle
+    or absolute, from the row's times), or its user deactivated."""
     if not login_session_id or len(login_session_id) > 43:
         return None
     found = session.execute(
@@ -69,5 +72,21 @@ def current(session: Session, login_session_id: str | None) -> tuple[LoginSessio
         .where(LoginSession.id == login_session_id, LoginSession.ended_at.is_(None),
                User.active.is_(True))
     ).one_or_none()
-    return (found[0], found[1]) if found else None
+    if found is None:
+        return None
+    if lifetime is not None and not lifetime.live(found[0], now or utcnow()):
+        return None
+    return found[0], found[1]
+
+
+def touch(session: Session, login_session_id: str, now: dt.datetime) -> None:
+    """Record that a browser sign-in was used now: its idle lifetime counts from here.
+    Callers do it only when ``BrowserLifetime.due_for_touch`` says so (about once a
+    minute), not on every request. One short write. Commits."""
+    session.execute(
+        update(LoginSession)
+        .where(LoginSession.id == login_session_id, LoginSession.ended_at.is_(None))
+        .values(last_seen_at=now)
+    )
+    session.commit()
 

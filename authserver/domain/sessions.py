@@ -34,6 +34,33 @@ from .clock import seconds, utcnow
 BROWSER, APP = "browser", "app"
 BROWSER_ID_PREFIX = "web-"
 MAX_ACCESS_TTL = ACCESS_TTL_BOUNDS[1]  # a family without refresh tokens lasts this long
+# A browser sign-in's use is recorded at most this often (and at least four times per idle
+# lifetime): a page view writes nothing most of the time.
+TOUCH_EVERY = 60
+
+
+@dataclass(frozen=True)
+class BrowserLifetime:
+    """How long a browser sign-in lasts (docs/design.md, "Operations"): ``idle`` seconds
+    after its last recorded use, and ``absolute`` seconds after it was made, whichever
+    ends first. Decided from the row's times, so a setting lowered applies to every
+    sign-in at once, whatever its cookie says."""
+
+    idle: int
+    absolute: int
+
+    def ends_at(self, row: LoginSession) -> dt.datetime:
+        last = row.last_seen_at or row.created_at
+        return min(row.created_at + seconds(self.absolute), last + seconds(self.idle))
+
+    def live(self, row: LoginSession, now: dt.datetime) -> bool:
+        return row.ended_at is None and now < self.ends_at(row)
+
+    def due_for_touch(self, row: LoginSession, now: dt.datetime) -> bool:
+        """Whether a use now should be recorded: the last record is older than a minute
+        (or a quarter of the idle lifetime, if shorter)."""
+        last = row.last_seen_at or row.created_at
+        return (now - last).total_seconds() >= min(TOUCH_EVERY, self.idle / 4)
 
 
 @dataclass(frozen=True)
@@ -62,6 +89,7 @@ class DeviceSession:
     last_ip: str | None
     device_id: str | None = None
     current: bool = False
+    ends_at: dt.datetime | None = None  # a browser sign-in's end unless used again
     login_session_id: str | None = field(default=None, repr=False)  # never shown
 
     @property
@@ -92,6 +120,7 @@ class DeviceSession:
             "last_ip": self.last_ip,
             "dpop_bound": self.dpop_bound,
             "current": self.current,
+            "expires_at": self.ends_at.isoformat() if self.ends_at else None,
         }
 
 
@@ -155,14 +184,17 @@ def list_for_user(
     *,
     current_login_session: str | None = None,
     current_family: str | None = None,
+    browser_lifetime: BrowserLifetime | None = None,
 ) -> list[DeviceSession]:
     """Every device signed in to the user's account, the current one first, then the most
-    recently used. ``current_*`` say which sign-in the request itself belongs to."""
+    recently used. ``current_*`` say which sign-in the request itself belongs to. With
+    ``browser_lifetime``, a browser sign-in past its lifetime is no longer listed (its
+    apps are, as devices of their own) and each listed one says when it ends."""
     now = now or utcnow()
-    logins = session.scalars(
+    logins = [login for login in session.scalars(
         select(LoginSession).where(LoginSession.user_id == user_id,
                                    LoginSession.ended_at.is_(None))
-    ).all()
+    ).all() if browser_lifetime is None or browser_lifetime.live(login, now)]
     apps = _app_sessions(session, user_id, now)
     under: dict[str, list[AppSession]] = {login.id: [] for login in logins}
     devices = []
@@ -183,8 +215,10 @@ def list_for_user(
             id=browser_session_public_id(login.id), kind=BROWSER,
             label=user_agents.family(login.user_agent), apps=grouped,
             created_at=login.created_at,
-            last_used_at=max([login.created_at, *(a.last_used_at for a in grouped)]),
+            last_used_at=max([login.last_seen_at or login.created_at,
+                              *(a.last_used_at for a in grouped)]),
             last_ip=login.ip,
+            ends_at=browser_lifetime.ends_at(login) if browser_lifetime else None,
             current=(login.id == current_login_session
                      or any(a.family_id == current_family for a in grouped)),
             login_session_id=login.id,

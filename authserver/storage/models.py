@@ -164,6 +164,8 @@ class LoginSession(Base):
     ended_at: Mapped[OptionalTimestamp]
     user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
     ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    # Last use, recorded at most once a minute (NULL: not since created_at).
+    last_seen_at: Mapped[OptionalTimestamp]
 
 
 class Consent(Base):

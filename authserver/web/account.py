@@ -17,7 +17,7 @@ from ..http import NO_STORE, json_response
 from ..protocol import bearer, dpop, refresh_cookie
 from ..services import services
 from ..storage.models import User
-from .security import check_csrf, current_login, protect_pages, sign_out
+from .security import browser_lifetime, check_csrf, current_login, protect_pages, sign_out
 
 bp = Blueprint("account", __name__)
 
@@ -66,14 +66,25 @@ def ago(moment: dt.datetime) -> str:
     return "just now"
 
 
+def duration(total: int) -> str:
+    """"1 day", "2 hours", "90 minutes": a lifetime in its largest whole unit."""
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if total >= size and total % size == 0:
+            count = total // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{total} seconds"
+
+
 # -- Pages ---------------------------------------------------------------------------
 @bp.get("/account/sessions")
 @_login_required
 def sessions_page() -> str:
     login, user = current_login()  # type: ignore[misc]
     devices = sessions.list_for_user(db.session(), user.id, services().clock(),
-                                     current_login_session=login.id)
+                                     current_login_session=login.id,
+                                     browser_lifetime=browser_lifetime())
     return render_template("sessions.html", user=user, devices=devices,
+                           idle_for=duration(services().settings.browser_session_idle_ttl),
                            message=DONE_MESSAGES.get(request.args.get("done", "")))
 
 
@@ -83,7 +94,8 @@ def sign_out_device(device_id: str) -> BaseResponse | str:
     check_csrf()
     login, user = current_login()  # type: ignore[misc]
     now = services().clock()
-    devices = sessions.list_for_user(db.session(), user.id, now, current_login_session=login.id)
+    devices = sessions.list_for_user(db.session(), user.id, now, current_login_session=login.id,
+                                     browser_lifetime=browser_lifetime())
     device = sessions.find_device(devices, device_id[:64])
     if device is None:
         return redirect("/account/sessions?done=gone", code=303)
@@ -187,7 +199,7 @@ def api_sessions() -> Response:
         return found
     user, sid = found
     devices = sessions.list_for_user(db.session(), user.id, services().clock(),
-                                     current_family=sid)
+                                     current_family=sid, browser_lifetime=browser_lifetime())
     return json_response({"sessions": [d.to_dict() for d in devices]}, 200,
                          NO_STORE)
 

@@ -13,6 +13,7 @@ from flask import abort, g, make_response, render_template, request, session
 from werkzeug.wrappers import Response
 
 from ..domain import login_sessions
+from ..domain.sessions import BrowserLifetime
 from ..extensions import db
 from ..http import FORM_ACTION_SELF, NO_STORE, PAGE_CSP, PAGE_HEADERS
 from ..services import services
@@ -120,10 +121,24 @@ def check_csrf() -> None:
                     "the page and try again."), 400))
 
 
-def current_login() -> tuple[LoginSession, User] | None:
-    """The signed-in browser session and user, or None (cached per request)."""
+def browser_lifetime() -> BrowserLifetime:
+    """How long browser sign-ins last here (the settings; docs/design.md, "Operations")."""
+    settings = services().settings
+    return BrowserLifetime(settings.browser_session_idle_ttl,
+                           settings.browser_session_max_ttl)
+
+
+def current_login(*, touch: bool = True) -> tuple[LoginSession, User] | None:
+    """The signed-in browser session and user, or None (cached per request). A sign-in
+    past its idle or absolute lifetime is none; a live one's use is recorded when due
+    (``touch``: about once a minute, never on every request)."""
     if "login" not in g:
-        g.login = login_sessions.current(db.session(), session.get(SESSION_KEY))
+        now, lifetime = services().clock(), browser_lifetime()
+        found = login_sessions.current(db.session(), session.get(SESSION_KEY),
+                                       lifetime=lifetime, now=now)
+        if found is not None and touch and lifetime.due_for_touch(found[0], now):
+            login_sessions.touch(db.session(), found[0].id, now)
+        g.login = found
     return g.login
 
 
@@ -142,7 +157,7 @@ def sign_in(login: LoginSession, next_url: str) -> None:
     A new sign-in of the same person in this browser (``prompt=login``, ``max_age``)
     remembers the ones it replaces, so that their application sign-ins still count as
     made in this browser (``browser_sign_in_ids``)."""
-    previous = current_login()
+    previous = current_login(touch=False)  # inside the sign-in's transaction: no commit
     earlier: list[str] = []
     if previous is not None and previous[1].id == login.user_id:
         earlier = [*session.get(EARLIER_SIGN_INS, []), previous[0].id][-MAX_EARLIER:]

@@ -238,7 +238,8 @@ def test_the_api_lists_devices_and_marks_the_current_one(oauth, bank, app):
     web = next(s for s in listed if s["type"] == "browser")
     assert web["id"].startswith("web-") and web["client_id"] is None
     assert set(first) == {"id", "type", "device", "client_id", "client_name", "applications",
-                          "created_at", "last_used_at", "last_ip", "dpop_bound", "current"}
+                          "created_at", "last_used_at", "last_ip", "dpop_bound", "current",
+                          "expires_at"}
 
 
 def test_the_api_signs_out_one_device(oauth, bank, app):
