@@ -10,6 +10,9 @@ import pytest
 from tests.support.authorize import REDIRECT, exchange, sign_in_and_consent, start
 from tests.support.oauth import redirect_params
 
+# The rules are the server's, not the database's: one backend is enough.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 LOOPBACK = "http://127.0.0.1/callback"
 PRIVATE_USE = "com.example.budget:/callback"
 

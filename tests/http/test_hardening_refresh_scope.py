@@ -9,6 +9,9 @@ import pytest
 from authserver.protocol.token_fast_path import TokenFastPath
 from tests.support.oauth import assert_oauth_error
 
+# The rules are the server's, not the database's: one backend is enough.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 
 @pytest.fixture(params=["fast-path", "view"])
 def way_in(request, monkeypatch) -> str:

@@ -12,6 +12,9 @@ import pytest
 from authserver.protocol.tokens import ACCESS_TOKEN_TYP
 from tests.support.sessions import introspect
 
+# The rules are the server's, not the database's: one backend is enough.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 LEEWAY = 30  # protocol/access_tokens.LEEWAY, TokenVerifier's default
 
 
