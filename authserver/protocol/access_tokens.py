@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -79,7 +79,7 @@ def verify(token: str, *, keys: KeyStore, issuer: str, audience: str, session: S
     return VerifiedAccessToken(claims, scope, user)
 
 
-def _numeric(value: Any) -> bool:
+def _numeric(value: Any) -> TypeGuard[int | float]:
     """A NumericDate (RFC 7519 §2): a number, never a boolean."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
