@@ -17,6 +17,7 @@ from .domain import token_status
 from .domain.clients import ClientCache, ClientRecord, load_client
 from .extensions import db, migrate
 from .http import SecurityHeaders, register_error_handlers
+from .ops import health, metrics
 from .protocol import (
     authorize,
     cors,
@@ -50,6 +51,7 @@ MIGRATIONS_DIR = str(shipped_path("migrations", "migrations"))
 BLUEPRINTS = (
     token.bp, authorize.bp, revocation.bp, introspection.bp, registration.bp, discovery.bp,
     userinfo.bp, logout.bp, status_lists.bp, login_pages.bp, account.bp, admin.bp, web_bp,
+    health.bp, metrics.bp,
 )
 
 
@@ -144,6 +146,9 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     app.jinja_env.globals["csrf_token"] = csrf_token
     register_error_handlers(app)
     cors.install(app)  # browser apps: CORS on the token, revocation, UserInfo, ... answers
+    # The metrics' events listener and the request timer, outermost (docs/design.md,
+    # "Health and metrics").
+    metrics.install(app)
     return app
 
 

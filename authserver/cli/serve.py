@@ -240,6 +240,19 @@ def _preflight() -> None:
     db.engine.dispose()
 
 
+def _start_metrics() -> None:
+    """Workers count into one shared directory; the optional loopback metrics port is
+    served from here (docs/design.md, "Health and metrics")."""
+    from ..ops import metrics
+
+    try:
+        metrics.start_for_serve(current_app._get_current_object())  # type: ignore[attr-defined]
+    except OSError as exc:
+        port = services().settings.metrics_port
+        raise CliError(f"cannot listen on 127.0.0.1:{port} for metrics: "
+                       f"{exc.strerror or exc}") from None
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -272,6 +285,7 @@ def serve(host: str, port: int, workers: int, threads: int, header_timeout: int,
     if warning:
         click.echo(f"authserver: warning: {warning}", err=True)
     _raise_open_files_limit(max_connections)
+    _start_metrics()
     where = f"[{host}]" if ":" in host else host
     click.echo(f"authserver: serving {issuer} on http://{where}:{port} "
                f"({workers} workers x {threads} threads)", err=True)

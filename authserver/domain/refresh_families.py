@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from ..storage import engine as storage_engine
 from ..storage import refresh_store
 from ..storage.models import RefreshToken, TokenFamily, User
-from . import audit, binding, logout_outbox, retry_seal, scopes, token_status
+from . import audit, binding, events, logout_outbox, retry_seal, scopes, token_status
 from . import credentials as creds
 from .binding import Bound, DeviceContext
 from .clients import ClientRecord
@@ -240,8 +240,10 @@ def _rotate_unused(
         def then(tx: Connection, stamp: dt.datetime) -> None:
             _bind_family_to_key(tx, row.family_id, row.user_id, client, context, stamp)
     sealed = retry_seal.seal(presented, body, row.id) if grace else None
-    return body if _claim(connection, child, grace=grace, sealed=sealed, clock=clock,
-                          then=then) else None
+    if not _claim(connection, child, grace=grace, sealed=sealed, clock=clock, then=then):
+        return None
+    events.emit(events.REFRESH_ROTATED, client_id=client.client_id, family_id=row.family_id)
+    return body
 
 
 def still_allowed(granted: list[str], client: ClientRecord) -> list[str]:

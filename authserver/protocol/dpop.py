@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..crypto import jose
+from ..domain import events
 from ..storage.replay_cache import ReplayCache
 
 ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
@@ -138,8 +139,22 @@ def validate(
     replay: ReplayCache,
     nonces: NonceSource | None = None,
     access_token: str | None = None,
+    client_id: str | None = None,
 ) -> Proof:
-    """Validate the request's DPoP header values; return the proof or raise DPoPError."""
+    """Validate the request's DPoP header values; return the proof or raise DPoPError
+    (published as ``events.DPOP_FAILED`` with ``client_id``, the client the request names)."""
+    try:
+        return _validate(headers, method=method, urls=urls, now=now, replay=replay,
+                         nonces=nonces, access_token=access_token)
+    except DPoPError as exc:
+        events.emit(events.DPOP_FAILED, client_id=client_id, error=exc.error,
+                    description=exc.description)
+        raise
+
+
+def _validate(headers: Iterable[str], *, method: str, urls: Iterable[str], now: dt.datetime,
+              replay: ReplayCache, nonces: NonceSource | None, access_token: str | None
+              ) -> Proof:
     # WSGI joins repeated header fields with ", "; a compact JWS never holds a comma.
     values = [part for value in headers for part in value.split(",")]
     if len(values) != 1:

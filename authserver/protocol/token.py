@@ -17,13 +17,14 @@ from flask import Blueprint, Response, g, request
 from sqlalchemy.exc import OperationalError
 
 from .. import http
+from ..domain import events
 from ..domain.client_metadata import SUPPORTED_GRANT_TYPES
 from ..extensions import db
 from ..http import OAUTH_NO_STORE, error_response, json_response
 from ..services import services
 from ..storage.replay_cache import ReplayCacheUnavailable
 from . import dpop, grants, refresh_cookie
-from .client_requests import check_token_request
+from .client_requests import check_token_request, named_client_id
 from .errors import oauth_error, safe_description
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def _validate_dpop() -> Response | None:
             values, method=request.method,
             urls=dpop.expected_urls(svc.settings.issuer, request.path),
             now=svc.clock(), replay=svc.replay, nonces=svc.nonces,
+            client_id=named_client_id(),
         )
     except dpop.DPoPError as exc:
         return dpop_error_response(exc)
@@ -85,7 +87,23 @@ def token() -> Response:
     """
     response = _token_response()
     response.headers.update(OAUTH_NO_STORE)
+    _published(response)
     return response
+
+
+def _published(response: Response) -> None:
+    """Publish the request's outcome (``events.TOKEN_REQUEST``): ``ok`` or the error code."""
+    outcome = "ok"
+    if response.status_code != 200:
+        body = response.get_json(silent=True)
+        error = body.get("error") if isinstance(body, dict) else None
+        outcome = error if isinstance(error, str) else "server_error"
+    try:
+        grant_type = request.form.get("grant_type")
+    except Exception:  # a body too large to read: no grant named
+        grant_type = None
+    events.emit(events.TOKEN_REQUEST, outcome=outcome, client_id=named_client_id(),
+                grant_type=grant_type if grant_type in SUPPORTED_GRANT_TYPES else "other")
 
 
 def _token_response() -> Response:

@@ -33,6 +33,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_host
 
 from .. import http
+from ..domain import events
 from ..services import services
 from . import grants, token
 from .client_requests import FORM_CONTENT_TYPE, MAX_PARAMETER_LENGTH
@@ -127,36 +128,43 @@ class TokenFastPath:
             return None
         try:
             try:
-                issue, serialise = self._grant(environ, form)
+                client_id, issue, serialise = self._grant(environ, form)
             except OAuth2Error:  # refused before anything was issued: the view says why
                 return None
-            return serialise(issue())
+            body = serialise(issue())
+            events.emit(events.TOKEN_REQUEST, grant_type=form["grant_type"], outcome="ok",
+                        client_id=client_id)
+            return body
         except OAuth2Error as error:
-            response = http.error_response(error)
+            response, outcome = http.error_response(error), error.error
         except OperationalError:
-            response = token.database_unavailable()
+            response, outcome = token.database_unavailable(), "temporarily_unavailable"
         except Exception:
-            response = token.internal_error()
+            response, outcome = token.internal_error(), "server_error"
+        events.emit(events.TOKEN_REQUEST, grant_type=form["grant_type"], outcome=outcome,
+                    client_id=client_id)
         response.headers.update(http.OAUTH_NO_STORE)
         return response
 
     def _grant(self, environ: dict[str, Any], form: dict[str, str]
-               ) -> tuple[Callable[[], dict[str, Any]], Callable[[Any], bytes]]:
-        """The grant's checks (OAuth errors here change nothing); then what issues, and the
-        body's serialisation as the view writes it, byte for byte."""
+               ) -> tuple[str, Callable[[], dict[str, Any]], Callable[[Any], bytes]]:
+        """The grant's checks (OAuth errors here change nothing); then the client's id, what
+        issues, and the body's serialisation as the view writes it, byte for byte."""
         oauth = services().oauth
         headers = {"Authorization": environ.get("HTTP_AUTHORIZATION")}
         if form["grant_type"] == "refresh_token":
             client = oauth.authenticate_refresh_client(headers, form)
             presented = grants.check_refresh(client, form.get("refresh_token"))
             context = self._context(environ, form, client)
-            return (lambda: grants.rotate(client, presented, form.get("scope"), context),
+            return (client.client_id,
+                    lambda: grants.rotate(client, presented, form.get("scope"), context),
                     http.json_body)
         client, _ = oauth.authenticate_token_client(headers, form)
         scope = grants.check_client_credentials(client, form.get("scope"))
         context = self._context(environ, form, client)
         # Authlib's grants answer through Flask's JSON provider (sorted keys).
-        return (lambda: grants.client_credentials_body(client, scope, context),
+        return (client.client_id,
+                lambda: grants.client_credentials_body(client, scope, context),
                 lambda body: self.app.json.dumps(body).encode())
 
     @staticmethod
