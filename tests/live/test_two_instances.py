@@ -514,6 +514,16 @@ def test_instances_keep_serving_through_an_additive_migration(database, servers,
             connection.execute(text("ALTER TABLE refresh_tokens DROP COLUMN later_release"))
 
 
+def test_both_instances_are_ready_on_the_shared_database_keys_and_redis(servers):
+    """What the balancer polls: /readyz 200 with each dependency's check, /healthz 200."""
+    for server in servers:
+        ready = requests.get(f"{server.url}/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
+        checks = ready.json()["checks"]
+        assert all(checks[name]["ok"] for name in ("database", "migrations", "keys", "redis"))
+        assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200
+
+
 @pytest.mark.xfail(strict=True, reason="/readyz (authserver/ops/health.py) and serve's start "
                    "check require the database's revision to equal the code's head, so after "
                    "a new release's `db upgrade` every older instance answers 503 and the "
