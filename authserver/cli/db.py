@@ -43,21 +43,28 @@ def current() -> None:
 def purge(retention_days: int, audit_retention_days: int, batch_size: int,
           dry_run: bool) -> None:
     """Delete expired and long-revoked sessions and tokens, old codes, ended browser
-    sign-ins, DPoP replay-cache rows and expired retry responses, in small batches.
+    sign-ins (signed out, idle or past their lifetime), DPoP replay-cache rows and expired
+    retry responses, in small batches.
 
     Safe to run while the server is serving; schedule it daily, e.g. from cron:
     ``17 3 * * * cd /srv/authserver && .venv/bin/authserver db purge``
     """
     from ..domain.housekeeping import count_purgeable
     from ..domain.housekeeping import purge as run_purge
+    from ..domain.sessions import BrowserLifetime
     from ..extensions import db
+    from ..services import services
 
+    settings = services().settings
+    lifetime = BrowserLifetime(settings.browser_session_idle_ttl,
+                               settings.browser_session_max_ttl)
     if dry_run:
         counts = count_purgeable(db.session(), retention_days=retention_days,
-                                 audit_retention_days=audit_retention_days)
+                                 audit_retention_days=audit_retention_days,
+                                 browser_lifetime=lifetime)
         click.echo("would purge " + " ".join(f"{kind}={count}"
                                              for kind, count in counts.items()))
         return
     counts = run_purge(db.session(), retention_days=retention_days, batch_size=batch_size,
-                       audit_retention_days=audit_retention_days)
+                       audit_retention_days=audit_retention_days, browser_lifetime=lifetime)
     click.echo("purged " + " ".join(f"{kind}={count}" for kind, count in counts.items()))

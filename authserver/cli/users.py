@@ -137,7 +137,11 @@ def list_users(search: str | None, as_json: bool) -> None:
 def show(username: str, as_json: bool) -> None:
     """USERNAME's profile, sessions (browser sign-ins and the applications' refresh-token
     families), consents and newest audit events."""
-    detail = user_admin.user_detail(db.session(), username, services().clock())
+    settings = services().settings
+    detail = user_admin.user_detail(
+        db.session(), username, services().clock(),
+        browser_lifetime=sessions.BrowserLifetime(settings.browser_session_idle_ttl,
+                                                  settings.browser_session_max_ttl))
     if as_json:
         _echo_json(detail.to_dict())
         return

@@ -13,7 +13,8 @@ What is deleted (``retention_days`` keeps dead rows for support and forensics):
 - single refresh tokens of live sessions that were rotated, or expired, longer ago than
   the retention (a token rotated that long ago presented again is then refused as
   unknown rather than as reuse);
-- authorization codes expired for more than a day, browser sign-ins ended longer ago
+- authorization codes expired for more than a day, browser sign-ins ended (signed out,
+  or past their idle or absolute lifetime when ``browser_lifetime`` is given) longer ago
   than the retention, DPoP ``jti`` rows past their window, sealed retry responses past
   their grace window;
 - back-channel logout messages delivered or given up longer ago than the retention;
@@ -59,6 +60,7 @@ from ..storage.models import (
 from . import token_status
 from .client_metadata import ACCESS_TTL_BOUNDS
 from .clock import seconds, utcnow
+from .sessions import BrowserLifetime
 
 MAX_ACCESS_TTL = ACCESS_TTL_BOUNDS[1]
 
@@ -104,8 +106,23 @@ def dead_family_condition(now: dt.datetime, retention_days: int) -> ColumnElemen
     return or_(TokenFamily.revoked_at < cutoff, TokenFamily.expires_at < cutoff, idle)
 
 
+def dead_login_condition(cutoff: dt.datetime, lifetime: BrowserLifetime | None
+                         ) -> ColumnElement[bool]:
+    """A browser sign-in that ended before ``cutoff``: signed out, or (with ``lifetime``)
+    idle or past its absolute lifetime then (``BrowserLifetime.ends_at`` before the
+    cutoff; docs/design.md, "Hardening")."""
+    ended = LoginSession.ended_at < cutoff
+    if lifetime is None:
+        return ended
+    last_use = func.coalesce(LoginSession.last_seen_at, LoginSession.created_at)
+    return or_(ended, and_(LoginSession.ended_at.is_(None), or_(
+        LoginSession.created_at < cutoff - seconds(lifetime.absolute),
+        last_use < cutoff - seconds(lifetime.idle))))
+
+
 def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
           audit_retention_days: int = 0, now: dt.datetime | None = None,
+          browser_lifetime: BrowserLifetime | None = None,
           after_batch: AfterBatch = _no_hook) -> dict[str, int]:
     """Delete what is dead (see the module docstring) and return counts per kind.
 
@@ -131,7 +148,7 @@ def purge(session: Session, *, retention_days: int = 30, batch_size: int = 1000,
         batch_size, _deleter(session, AuthorizationCode.id), "authorization_codes",
         after_batch)
     counts["login_sessions"] = _walk(
-        session, LoginSession.id, LoginSession.ended_at < cutoff, batch_size,
+        session, LoginSession.id, dead_login_condition(cutoff, browser_lifetime), batch_size,
         _deleter(session, LoginSession.id), "login_sessions", after_batch)
     counts["dpop_proof_jtis"] = _walk(
         session, DPoPProofJti.jti_digest, DPoPProofJti.expires_at < now, batch_size,
@@ -181,8 +198,8 @@ def _done_message(cutoff: dt.datetime) -> ColumnElement[bool]:
 
 
 def count_purgeable(session: Session, *, retention_days: int = 30,
-                    audit_retention_days: int = 0,
-                    now: dt.datetime | None = None) -> dict[str, int]:
+                    audit_retention_days: int = 0, now: dt.datetime | None = None,
+                    browser_lifetime: BrowserLifetime | None = None) -> dict[str, int]:
     """What :func:`purge` with these arguments would delete now, per kind, deleting
     nothing (``db purge --dry-run``): one count per kind, each as the purge's order leaves
     it (a token of a family the purge deletes is counted once, a retry response only on a
@@ -209,7 +226,7 @@ def count_purgeable(session: Session, *, retention_days: int = 30,
         + count(token, ~in_dead_family, deleted_token),
         "token_families": count(TokenFamily, dead_family),
         "authorization_codes": count(AuthorizationCode, _old_code(now)),
-        "login_sessions": count(LoginSession, LoginSession.ended_at < cutoff),
+        "login_sessions": count(LoginSession, dead_login_condition(cutoff, browser_lifetime)),
         "dpop_proof_jtis": count(DPoPProofJti, DPoPProofJti.expires_at < now),
         # On the tokens that stay: not in a dead family, and not deleted themselves
         # (a NOT of the condition would drop the rows where it is NULL).

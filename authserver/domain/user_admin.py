@@ -147,11 +147,15 @@ def list_users(session: Session, search: str | None = None) -> list[UserSummary]
     return [_summary(u, last.get(u.id)) for u in rows]
 
 
-def user_detail(session: Session, username: str, now: dt.datetime | None = None) -> UserDetail:
+def user_detail(session: Session, username: str, now: dt.datetime | None = None, *,
+                browser_lifetime: sessions.BrowserLifetime | None = None) -> UserDetail:
     """The user's profile, signed-in devices (browser sign-ins with the applications under
-    them, and app sessions), consents and newest audit events; NotFound if unknown."""
+    them, and app sessions), consents and newest audit events; NotFound if unknown.
+    ``browser_lifetime`` (the server's settings) leaves out browser sign-ins that have
+    ended by their idle or absolute lifetime, as the user's own devices page does."""
     user = find_user(session, username)
-    devices = sessions.list_for_user(session, user.id, now or utcnow())
+    devices = sessions.list_for_user(session, user.id, now or utcnow(),
+                                     browser_lifetime=browser_lifetime)
     consents = [
         ConsentView(c.client_id, name, c.scope, c.created_at, c.updated_at)
         for c, name in session.execute(

@@ -41,7 +41,7 @@ from ..domain.errors import NotFound, ValidationError
 from ..extensions import db
 from ..http import NO_STORE
 from ..services import services
-from .security import check_csrf, current_login, protect_pages
+from .security import browser_lifetime, check_csrf, current_login, protect_pages
 
 bp = Blueprint("admin", __name__)
 bp.after_request(protect_pages)
@@ -427,7 +427,8 @@ def _is_me(username: str) -> bool:
 def _render_user(username: str, values: dict[str, str] | None = None,
                  errors: dict[str, str] | None = None, status: int = 200) -> Response:
     try:
-        detail = user_admin.user_detail(db.session(), username, services().clock())
+        detail = user_admin.user_detail(db.session(), username, services().clock(),
+                                        browser_lifetime=browser_lifetime())
     except NotFound:
         return _no_such_user()
     u = detail.user
