@@ -125,6 +125,22 @@ def code_heads(directory: str) -> frozenset[str]:
     return frozenset(ScriptDirectory(directory).get_heads())
 
 
+@functools.cache
+def code_revisions(directory: str) -> frozenset[str]:
+    """Every migration revision this code knows, read once per process."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(rev.revision for rev in ScriptDirectory(directory).walk_revisions())
+
+
+def schema_is_newer(found: set[str], directory: str) -> bool:
+    """A revision this code does not know is a later release's: migrations only add
+    (expand, then contract), so this code serves it during a rolling upgrade
+    (docs/design.md, "Several instances"). Only a known revision short of the heads is
+    "not migrated"."""
+    return bool(found) and not found <= code_revisions(directory)
+
+
 def _database_checks(app: Flask) -> tuple[dict[str, Any], dict[str, Any]]:
     """One connection: ``SELECT 1`` (reachable), then the schema's version (migrated)."""
     started = time.perf_counter()
@@ -152,6 +168,9 @@ def _database_checks(app: Flask) -> tuple[dict[str, Any], dict[str, Any]]:
     expected = code_heads(current_migrations_dir(app))
     if found == expected:
         return database, _result(True, started, "at " + ", ".join(sorted(found)))
+    if schema_is_newer(found, current_migrations_dir(app)):
+        return database, _result(True, started, f"at {', '.join(sorted(found))}, a later "
+                                                "release's migration: serving")
     return database, _result(
         False, started, f"database at {', '.join(sorted(found)) or 'nothing'}, code expects "
                         f"{', '.join(sorted(expected))}; run 'authserver db upgrade'")
