@@ -299,6 +299,65 @@ def run_console(code: str, cwd: Path, env: dict[str, str]) -> None:
         assert re.fullmatch(pattern, output.rstrip("\n"), flags=re.S), (command, output)
 
 
+# -- what the examples import ----------------------------------------------------------------
+_HEREDOC = re.compile(r"python3?\s+-\s*<<-?\s*'?(\w+)'?\n(.*?)\n\1\n", re.S)
+_INLINE = re.compile(r"""python3? -c (?:'([^']*)'|"([^"]*)")""")
+
+
+def python_sources(block: DocBlock) -> list[str]:
+    """The Python a block runs: the block itself, or its ``python - <<EOF`` heredocs and
+    ``python -c '...'`` one-liners."""
+    if block.language == "python":
+        return [block.code]
+    if block.language not in ("bash", "sh", "shell", "console"):
+        return []
+    return ([m.group(2) for m in _HEREDOC.finditer(block.code)]
+            + [one or two for one, two in _INLINE.findall(block.code)])
+
+
+def imported_modules(source: str) -> set[str]:
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def runtime_modules() -> set[str]:
+    """The standard library, authserver and the modules of the dependencies pyproject.toml
+    declares for the server (what ``make run`` installs; not the ``test`` extra)."""
+    import importlib.metadata
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+    def name(requirement: str) -> str:
+        return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    runtime = {name(requirement) for requirement in declared}
+    modules = set(sys.stdlib_module_names) | {"authserver"}
+    for module, distributions in importlib.metadata.packages_distributions().items():
+        if any(name(d) in runtime for d in distributions):
+            modules.add(module)
+    return modules
+
+
+def test_the_examples_import_only_what_make_run_installs():
+    """A reader runs the README's and the guides' Python after ``make run``: in its
+    virtualenv, without ``make test``'s extras (``requests``, for one)."""
+    allowed = runtime_modules()
+    assert {"json", "jwt", "joserfc", "flask"} <= allowed and "requests" not in allowed
+    problems = [f"{block.where}: imports {sorted(extra)}"
+                for path in DOC_FILES for block in doc_code_blocks(path)
+                for source in python_sources(block)
+                for extra in (imported_modules(source) - allowed,) if extra]
+    assert not problems, problems
+    assert sum(len(python_sources(b)) for path in DOC_FILES for b in doc_code_blocks(path)) > 5
+
+
 @pytest.mark.parametrize("block", [b for b in runnable_blocks() if run_here(b)],
                          ids=lambda b: b.where)
 def test_the_block_runs(block, prepared, tmp_path):
