@@ -9,6 +9,7 @@ still issued with the kept key, the JWKS answers the same bytes, ``health()`` (w
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import shutil
@@ -60,6 +61,17 @@ def seen() -> Iterator[list[tuple[str, dict]]]:
     events.subscribe(listener)
     yield got
     events.unsubscribe(listener)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
 
 
 def _free_port() -> int:
@@ -157,10 +169,17 @@ def test_a_key_whose_files_vanish_stays_published_until_its_tokens_expire(
     --force`` (a compromised key) leaves the JWKS at once."""
     app_client = oauth.first_party_app()
     oauth.create_user()
-    admin = KeyAdmin(own_keys)
+    clock = Clock()  # activations whole seconds apart, as in life (activate stamps seconds)
+    store.clock = clock
+    admin = KeyAdmin(own_keys, clock=clock)
+
+    def activate(kid: str) -> None:
+        clock.advance(5)
+        admin.activate(kid, force=True)
+
     old = store.active().kid
     new = admin.create("ES256", "next").kid
-    admin.activate(new, force=True)
+    activate(new)
     assert _signed_kid(oauth, app_client) == new
     published = {k["kid"] for k in client.get(JWKS).get_json()["keys"]}
     assert published == {old, new}
@@ -181,11 +200,11 @@ def test_a_key_whose_files_vanish_stays_published_until_its_tokens_expire(
 
     # On purpose: keys remove --force writes the mark every process honours.
     third = admin.create("ES256", "next").kid
-    admin.activate(third, force=True)
+    activate(third)
     admin.remove(newest, force=True)
     assert not (own_keys / f"{newest}.removed").exists()  # a next key never signed
     fourth = admin.create("ES256", "next").kid
-    admin.activate(fourth, force=True)
+    activate(fourth)
     admin.remove(third, force=True)
     assert (own_keys / f"{third}.removed").exists()
     assert _signed_kid(oauth, app_client) == fourth
