@@ -18,6 +18,7 @@ from urllib.parse import SplitResult, urlsplit
 from . import scopes
 from .binding import IP_POLICIES, MISMATCH_ACTIONS, BindingPolicy
 from .errors import ValidationError
+from .hostnames import HostError, check_host
 
 SUPPORTED_GRANT_TYPES = ("authorization_code", "password", "client_credentials", "refresh_token")
 # Grants that start a session (family) and so can hand out refresh tokens.
@@ -194,10 +195,35 @@ def _split_uri(uri: object, noun: str, field_name: str
     return parts, fail
 
 
+# RFC 8252 §7.1: a private-use scheme is a domain name the app's owner controls, reversed:
+# two or more DNS labels (RFC 3986 §3.1 then requires the first to start with a letter).
+_REVERSED_DOMAIN = re.compile(r"[a-z][a-z0-9-]{0,62}(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))+")
+
+
+def is_private_use_scheme(uri: str) -> bool:
+    """A URI whose scheme is neither ``http`` nor ``https`` (for a checked redirect URI:
+    a private-use scheme, RFC 8252 §7.1)."""
+    scheme, colon, _ = uri.partition(":")
+    return bool(colon) and scheme.lower() not in ("http", "https")
+
+
+def _check_uri_host(parts: SplitResult, fail: Callable[[str], ValidationError]) -> None:
+    """An ASCII host, international names as valid single-script A-labels
+    (``domain/hostnames.py``)."""
+    if parts.hostname is None:
+        return
+    try:
+        check_host(parts.hostname, bracketed="[" in parts.netloc)
+    except HostError as exc:
+        raise fail(str(exc)) from None
+
+
 def check_redirect_uri(uri: str, field_name: str = "redirect_uris") -> None:
     """RFC 6749 §3.1.2 and RFC 8252 §7: absolute, no fragment, no credentials; ``https``,
     except ``http`` to a loopback host (§7.3) and a private-use scheme that is a reversed
-    domain name (§7.1), such as ``com.example.app:/callback``."""
+    domain name (§7.1), such as ``com.example.app:/callback``. A host is ASCII: an
+    international name in its IDNA A-label form, of one script (docs/design.md,
+    "Hardening")."""
 
     parts, fail = _split_uri(uri, "redirect URI", field_name)
     if "#" in uri:
@@ -209,14 +235,31 @@ def check_redirect_uri(uri: str, field_name: str = "redirect_uris") -> None:
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
             raise fail("has no host")
+        _check_uri_host(parts, fail)
         if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
             raise fail("must use https (http only for a loopback address, RFC 8252 §7.3)")
         return
-    if "." not in parts.scheme:
+    if not _REVERSED_DOMAIN.fullmatch(parts.scheme):
         raise fail("uses a scheme that is neither https nor a private-use scheme named "
                    "by a reversed domain, like com.example.app (RFC 8252 §7.1)")
     if not parts.netloc and not parts.path.startswith("/"):
         raise fail("must be absolute: a private-use URI looks like com.example.app:/callback")
+    _check_uri_host(parts, fail)
+
+
+def _check_confidential_redirects(spec: ClientSpec) -> None:
+    """A private-use scheme reaches an app on a device, which cannot keep a client secret
+    (RFC 8252 §8.4): such a client is public, and a confidential client redirects to
+    ``https`` (or loopback ``http``) only."""
+    if spec.public:
+        return
+    for name in ("redirect_uris", "post_logout_redirect_uris"):
+        for uri in getattr(spec, name):
+            if is_private_use_scheme(uri):
+                raise ValidationError(
+                    f"redirect URI {uri[:80]!r} uses a private-use scheme, which is for "
+                    "apps on a device: register the client as public (no secret; RFC 8252 "
+                    "§8.4), or use an https redirect URI", name)
 
 
 def check_backchannel_logout_uri(uri: object) -> str | None:
@@ -259,30 +302,13 @@ def web_origin(origin: object) -> str:
     scheme, host = parts.scheme.lower(), parts.hostname.lower()
     if "*" in host:
         raise fail("must name one host: wildcards are not allowed")
-    if not _valid_host(host, bracketed="[" in parts.netloc):
-        raise fail("must name a host by DNS name (international names in their xn-- form) "
-                   "or IP address")
+    _check_uri_host(parts, fail)
     if scheme == "http" and host not in LOOPBACK_HOSTS:
         raise fail("must use https (http only for a loopback address)")
     shown = f"[{host}]" if ":" in host else host
     if port is not None and port != DEFAULT_PORTS[scheme]:
         shown += f":{port}"
     return f"{scheme}://{shown}"
-
-
-_DNS_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
-
-
-def _valid_host(host: str, bracketed: bool) -> bool:
-    """A host as browsers write it in ``Origin``: an IPv6 literal in brackets, or dot-separated
-    DNS labels (IPv4 addresses included), ASCII only."""
-    if bracketed:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return False
-        return True
-    return len(host) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in host.split("."))
 
 
 def check_response_types(response_types: object, grant_types: list[str]) -> list[str]:
@@ -394,6 +420,7 @@ def validate_spec(spec: ClientSpec) -> ClientSpec:
         check_redirect_uri(uri, "redirect_uris")
     for uri in spec.post_logout_redirect_uris:
         check_redirect_uri(uri, "post_logout_redirect_uris")
+    _check_confidential_redirects(spec)
     scope_tokens = scopes.parse(spec.scope)
     if has_admin_scope(scope_tokens) and (spec.public or "client_credentials" not in grant_types
                                           or set(SIGN_IN_GRANTS) & set(grant_types)):
