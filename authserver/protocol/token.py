@@ -111,6 +111,9 @@ def _token_response() -> Response:
     if problem is not None:
         return error_response(problem)
     try:
+        if not http.request_is_secure():
+            # Before Authlib, whose own check believes a loopback Host header.
+            raise InsecureTransportError()
         browser_app = refresh_cookie.cookie_client()
         if browser_app is not None:
             problem = refresh_cookie.check_csrf(browser_app)
@@ -129,9 +132,6 @@ def _token_response() -> Response:
             response.headers["DPoP-Nonce"] = services().nonces.current(  # type: ignore[union-attr]
                 services().clock())
         return response
-        if not http.request_is_secure():
-            # Before Authlib, whose own check believes a loopback Host header.
-            raise InsecureTransportError()
     except InsecureTransportError:
         # Authlib checks the scheme (RFC 6749 §3.2: TLS) before its own error handling.
         # In production that means plain http reached us: behind a TLS proxy, set
