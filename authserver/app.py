@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +16,8 @@ from .domain import token_status
 from .domain.clients import ClientCache, ClientRecord, load_client
 from .extensions import db, migrate
 from .http import SecurityHeaders, register_error_handlers
-from .ops import health, metrics
+from .ops import health, logs, metrics
+from .ops.request_id import RequestIdMiddleware
 from .protocol import (
     authorize,
     cors,
@@ -79,8 +79,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     # No app-level static folder: its /static route would shadow the web blueprint's.
     app = Flask(__name__, static_folder=None)
     app.session_interface = _SessionInterface()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(settings)  # text or JSON lines, the security events as lines
     database_url = storage_engine.resolve_database_url(settings.database_url)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -140,6 +139,10 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     # "Operations").
     app.wsgi_app = SecurityHeaders(  # type: ignore[method-assign]
         app.wsgi_app, settings.hsts_max_age if settings.production else 0)
+    # Around everything: the request id of each answer and its log lines (docs/design.md,
+    # "Operations").
+    app.wsgi_app = RequestIdMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, trust_header=settings.trusted_proxies > 0)
 
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

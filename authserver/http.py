@@ -5,10 +5,12 @@ the transport rule (a usable Host, TLS).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,11 +19,13 @@ from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Flask, Response, abort, request
 from markupsafe import escape
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.urls import uri_to_iri
 
 from .config import Settings
+from .domain import events
 from .extensions import db
 from .services import services
 
@@ -66,6 +70,37 @@ def server_error(no_store: Mapping[str, str] = NO_STORE) -> Response:
                          500, no_store)
 
 
+# -- A database outage ----------------------------------------------------------------------
+# The database cannot answer now: unreachable, a connection terminated, a lock or statement
+# timeout, no pooled connection free in time. 503 and one log line each.
+DATABASE_ERRORS = (OperationalError, PoolTimeout)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    return isinstance(exc, DATABASE_ERRORS) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def database_error(where: str, exc: BaseException | None = None) -> None:
+    """Log a database outage as ONE line (docs/design.md, "Operations"): where, the error's
+    class and the first line of its message; never its SQL, parameters or a traceback (the
+    same outage fails every request, and its cause is in that first line). Publishes
+    ``events.DATABASE_ERROR``."""
+    exc = exc if exc is not None else sys.exc_info()[1]
+    name = type(exc).__name__
+    text = str(exc).strip()
+    log.error("%s: database unavailable: %s: %s", where, name,
+              text.splitlines()[0][:300] if text else "")
+    events.emit(events.DATABASE_ERROR, error=name)
+
+
+def rollback() -> None:
+    """Roll the request's session back after a failure; a connection already gone has
+    nothing to roll back (and its error was logged once)."""
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
+
+
 # -- No 500 page, ever -------------------------------------------------------------------
 def no_500(view: Callable[[], Response]) -> Callable[[], Response]:
     """A view's database outage is 503 ``temporarily_unavailable``, anything else a generic
@@ -76,9 +111,9 @@ def no_500(view: Callable[[], Response]) -> Callable[[], Response]:
     def wrapper() -> Response:
         try:
             return view()
-        except OperationalError:
-            log.exception("%s: database unavailable", request.path)
-            db.session.rollback()
+        except DATABASE_ERRORS as exc:
+            database_error(request.path, exc)
+            rollback()
             return unavailable(OAUTH_NO_STORE)
         except Exception:
             log.exception("%s failed", request.path)
@@ -89,7 +124,8 @@ def no_500(view: Callable[[], Response]) -> Callable[[], Response]:
 
 
 _CODES = {400: "invalid_request", 401: "invalid_token", 403: "access_denied",
-          404: "not_found", 405: "invalid_request", 413: "invalid_request"}
+          404: "not_found", 405: "invalid_request", 413: "invalid_request",
+          503: "temporarily_unavailable"}
 
 
 def _wants_json() -> bool:
@@ -127,6 +163,13 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        if is_database_outage(exc):
+            database_error(f"{request.method} {request.path}", exc)
+            rollback()
+            response = _render(503, "503 Service Unavailable",
+                               "The service is briefly unavailable. Try again in a moment.")
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _render(500, "500 Internal Server Error", InternalServerError.description)
 

@@ -24,8 +24,13 @@ __all__ = ["CliError", "Group", "cli", "main"]
 
 def _create_app() -> Flask:
     from ..app import create_app
+    from ..ops import logs
 
-    return create_app()
+    app = create_app()
+    # A command says what it did itself (and the audit trail records it): only the
+    # events a person should look at are log lines here. Serving processes log them all.
+    logs.quiet_events()
+    return app
 
 
 @click.group(cls=Group)

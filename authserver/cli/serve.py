@@ -31,6 +31,7 @@ from flask.cli import with_appcontext
 from ..config import ENV_PREFIX, Settings, settings_file
 from ..crypto.keystore import KeyStoreError
 from ..extensions import db
+from ..ops import logs
 from ..ops.access_log import AccessLog
 from ..services import services
 from .base import CliError
@@ -54,16 +55,6 @@ GRACEFUL_TIMEOUT = 10
 HTTP1_BUFFER = 64 * 1024
 WORKER_APP = "authserver.cli.serve:worker_app"
 LOGGED_WORKER_APP = "authserver.cli.serve:logged_worker_app"
-# granian's own messages (worker crashed, killed after the graceful timeout) on stderr.
-GRANIAN_LOGGING: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"generic": {"format": "%(asctime)s %(levelname)s granian: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "generic",
-                             "stream": "ext://sys.stderr"}},
-    "loggers": {"_granian": {"handlers": ["console"], "level": "WARNING", "propagate": False},
-                "granian.access": {"handlers": [], "propagate": False}},
-}
 
 
 def _default_workers() -> int:
@@ -101,12 +92,13 @@ def refuse_without_key(app: Any) -> None:
     try:
         app.extensions["authserver"].keys.active()
     except KeyStoreError as exc:
-        click.echo(f"authserver: worker {os.getpid()} refuses to start: {exc}", err=True)
+        logs.announce(app.extensions["authserver"].settings,
+                      f"authserver: worker {os.getpid()} refuses to start: {exc}", "ERROR")
         raise SystemExit(3) from None
 
 
 def logged_worker_app() -> Any:
-    return AccessLog(worker_app())
+    return AccessLog.for_app(worker_app())
 
 
 def _claim(host: str, port: int) -> socket.socket:
@@ -229,7 +221,7 @@ def _preflight() -> None:
     svc = services()
     tightened = svc.keys.secure()  # 0700, or refused when another user owns it
     if tightened:
-        click.echo(f"authserver: {tightened}", err=True)
+        logs.announce(svc.settings, f"authserver: {tightened}", "WARNING")
     svc.keys.active()  # raises NoActiveKey / KeyStoreError with a readable message
     migrate_ext = current_app.extensions["migrate"]
     script = ScriptDirectory(migrate_ext.directory)
@@ -286,12 +278,12 @@ def serve(host: str, port: int, workers: int, threads: int, header_timeout: int,
     # The worker processes build their settings from the environment they inherit.
     os.environ[ENV_PREFIX + "ISSUER"] = issuer
     if warning:
-        click.echo(f"authserver: warning: {warning}", err=True)
+        logs.announce(services().settings, f"authserver: warning: {warning}", "WARNING")
     _raise_open_files_limit(max_connections)
     _start_metrics()
     where = f"[{host}]" if ":" in host else host
-    click.echo(f"authserver: serving {issuer} on http://{where}:{port} "
-               f"({workers} workers x {threads} threads)", err=True)
+    logs.announce(services().settings, f"authserver: serving {issuer} on http://{where}:{port} "
+                  f"({workers} workers x {threads} threads)")
     _server(
         target=LOGGED_WORKER_APP if access_log else WORKER_APP,
         factory=True,
@@ -310,5 +302,7 @@ def serve(host: str, port: int, workers: int, threads: int, header_timeout: int,
         respawn_failed_workers=True,
         workers_kill_timeout=GRACEFUL_TIMEOUT,
         log_level=LogLevels.warning,
-        log_dictconfig=GRANIAN_LOGGING,
+        # granian's own messages (a worker crashed, one killed after the graceful timeout)
+        # on stderr, in the form of ours.
+        log_dictconfig=logs.granian_config(services().settings),
     ).serve()

@@ -20,6 +20,7 @@ from ..domain.authorization import (
 )
 from ..extensions import db
 from ..http import NO_STORE
+from ..ops.access_log import note_client
 from ..services import services
 from ..storage.models import LoginSession
 from ..web.security import (
@@ -159,6 +160,7 @@ def authorize() -> Response | tuple[str, int]:
     try:
         # The stored record: a redirect URI removed or a client disabled counts at once.
         req = authorization.parse(params, services().clients.reload)
+        note_client(request.environ, req.client.client_id)
     except FatalAuthorizationError as exc:
         return render_template("error.html", title="This sign-in link is not valid",
                                message=_FATAL_MESSAGES.get(exc.error, _FATAL_MESSAGES[""]),

@@ -14,6 +14,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..domain import credentials as creds
 from ..domain.clients import ClientRecord
 from ..http import error_response, request_is_secure
+from ..ops.access_log import note_client
 from ..services import services
 from .client_auth import authenticate_client, parse_basic
 from .errors import oauth_error
@@ -74,6 +75,7 @@ def authenticated_request(
         # permission to introspect taken away in another process counts at once.
         client, _ = authenticate_client(request.headers, request.form,
                                         services().clients.reload)
+        note_client(request.environ, client.client_id)
         token = request.form.get("token") or default_token(client)
         if not token:
             raise oauth_error(InvalidRequestError, "missing 'token' parameter")

@@ -6,13 +6,21 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
+from flask import has_request_context, request
 
 from ..domain import refresh_lookup
 from ..domain.clients import ClientCache, ClientRecord
 from ..extensions import db
+from ..ops.access_log import note_client
 from ..services import services
 from . import grants
 from .client_auth import Fields, authenticate_client
+
+
+def _note(client: ClientRecord) -> None:
+    """The access log's client (the fast path, outside Flask, notes its own)."""
+    if has_request_context():
+        note_client(request.environ, client.client_id)
 
 
 class AuthServer(AuthorizationServer):
@@ -43,7 +51,10 @@ class AuthServer(AuthorizationServer):
                                   ) -> tuple[ClientRecord, str]:
         """The client and its method, for every grant but the refresh: it reads the stored
         record, so no process mints a token for a client disabled elsewhere."""
-        return authenticate_client(headers, form, self.clients.reload, now=services().clock())
+        client, method = authenticate_client(headers, form, self.clients.reload,
+                                             now=services().clock())
+        _note(client)
+        return client, method
 
     def authenticate_refresh_client(self, headers: Fields, form: Fields) -> ClientRecord:
         """The client of a refresh request. Only here does a public client trust the
@@ -56,6 +67,7 @@ class AuthServer(AuthorizationServer):
             reload=self.clients.reload,
             implied_client_id=lambda: refresh_lookup.client_of(
                 db.session(), form.get("refresh_token")))
+        _note(client)
         return client
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:

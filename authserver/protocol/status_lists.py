@@ -196,8 +196,11 @@ class StatusLists:
                     version, size, entries = snapshot
                     lst = self._encode(list_id, size, entries)
             return self._sign(list_id, version, size, lst, svc, now)  # no connection held
-        except (SQLAlchemyError, KeyStoreError):
-            log.exception("status list %d: could not be read or signed", list_id)
+        except (SQLAlchemyError, KeyStoreError) as exc:
+            if http.is_database_outage(exc):
+                http.database_error(f"status list {list_id}", exc)
+            else:
+                log.exception("status list %d: could not be read or signed", list_id)
             if signed is not None and _age(now, signed.signed_at) < ttl:
                 return signed
             raise Unavailable from None
@@ -245,8 +248,11 @@ class StatusLists:
             try:
                 with _autocommit() as connection:
                     ids = token_status.list_ids(connection)
-            except SQLAlchemyError:
-                log.exception("status list aggregation: the lists could not be read")
+            except SQLAlchemyError as exc:
+                if http.is_database_outage(exc):
+                    http.database_error("status list aggregation", exc)
+                else:
+                    log.exception("status list aggregation: the lists could not be read")
                 if cached is not None and _age(now, cached.read_at) < ttl:
                     return cached.document
                 raise Unavailable from None

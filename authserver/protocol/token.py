@@ -147,8 +147,8 @@ def _token_response() -> Response:
 
 def database_unavailable() -> Response:
     """503 with ``Retry-After``: the database failed; nothing was half-done."""
-    log.exception("token endpoint: database unavailable")
-    db.session.rollback()
+    http.database_error("token endpoint")  # one line, not a traceback a request
+    http.rollback()
     return http.unavailable()
 
 

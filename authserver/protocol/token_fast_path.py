@@ -34,6 +34,7 @@ from werkzeug.wsgi import get_host
 
 from .. import http
 from ..domain import events
+from ..ops.access_log import note_client
 from ..services import services
 from . import grants, token
 from .client_requests import FORM_CONTENT_TYPE, MAX_PARAMETER_LENGTH
@@ -154,12 +155,14 @@ class TokenFastPath:
         headers = {"Authorization": environ.get("HTTP_AUTHORIZATION")}
         if form["grant_type"] == "refresh_token":
             client = oauth.authenticate_refresh_client(headers, form)
+            note_client(environ, client.client_id)
             presented = grants.check_refresh(client, form.get("refresh_token"))
             context = self._context(environ, form, client)
             return (client.client_id,
                     lambda: grants.rotate(client, presented, form.get("scope"), context),
                     http.json_body)
         client, _ = oauth.authenticate_token_client(headers, form)
+        note_client(environ, client.client_id)
         scope = grants.check_client_credentials(client, form.get("scope"))
         context = self._context(environ, form, client)
         # Authlib's grants answer through Flask's JSON provider (sorted keys).

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, request
 
 from ..domain.claims import user_claims
 from ..http import NO_STORE, json_response
+from ..ops.access_log import note_client
 from . import bearer, dpop
 
 bp = Blueprint("userinfo", __name__)
@@ -61,6 +62,8 @@ def userinfo() -> Response:
         if exc.nonce is not None:  # RFC 9449 §9: the nonce to use next
             rejected.headers["DPoP-Nonce"] = exc.nonce
         return rejected
+    if isinstance(verified.claims.get("client_id"), str):
+        note_client(request.environ, verified.claims["client_id"])
     if "openid" not in verified.scope or verified.user is None:
         return _bearer_error(403, "insufficient_scope", "the token lacks the openid scope")
     claims = user_claims(verified.user, verified.scope)
