@@ -127,6 +127,7 @@ class TokenFastPath:
         if not (http.usable_host(host)
                 and http.secure(scheme, environ.get("REMOTE_ADDR"), services().settings, host)):
             return None
+        client_id = None  # a database outage during client authentication: none known
         try:
             try:
                 client_id, issue, serialise = self._grant(environ, form)
