@@ -1,7 +1,7 @@
 """The SQLite database holds every digest and the audit trail: its file, write-ahead log,
 shared memory and writer lock are the owner's alone (0600), in a directory made 0700;
 files a previous version left readable by others are tightened (docs/operators.md,
-"Files and modes")."""
+"Production hardening")."""
 
 from __future__ import annotations
 

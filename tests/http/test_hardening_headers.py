@@ -1,4 +1,4 @@
-"""Production transport and browser hardening (docs/operators.md, "Production"):
+"""Production transport and browser hardening (docs/operators.md, "Production hardening"):
 
 - ``Strict-Transport-Security`` on every response: pages, APIs, the token endpoint's fast
   path, the public documents, 404s;
