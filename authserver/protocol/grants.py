@@ -161,7 +161,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
             raise rate_limits.RateLimited(limited.retry_after) from None
         except attempt_limits.LimitsUnavailable as exc:
             log.error("password grant: brute-force limits unavailable (%s)", exc)
-            raise rate_limits.LimitsUnavailable() from None
+            raise rate_limits.SignInUnavailable() from None
         if body is None:
             raise oauth_error(InvalidGrantError, "invalid username or password")
         return 200, body, self.TOKEN_RESPONSE_HEADER

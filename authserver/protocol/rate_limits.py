@@ -69,7 +69,7 @@ class RateLimited(OAuth2Error):
         return [*super().get_headers(), ("Retry-After", str(self.retry_after))]
 
 
-class LimitsUnavailable(OAuth2Error):
+class SignInUnavailable(OAuth2Error):
     """503: the account counts cannot be asked (Redis down); nothing was checked."""
 
     error = "temporarily_unavailable"
