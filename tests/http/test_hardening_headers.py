@@ -201,3 +201,12 @@ def test_a_loopback_issuer_allows_plain_http_from_loopback_only(oauth, monkeypat
         remote = _post(oauth, path, auth, base_url="http://127.0.0.1:8000",
                        environ_base={"REMOTE_ADDR": "192.0.2.7"})
         assert remote.status_code == 400, path
+
+
+def test_the_sign_out_confirmation_may_return_to_the_client(oauth, spa):
+    from tests.support.authorize import LOGOUT_RETURN
+
+    page = oauth.client.get("/logout", query_string={
+        "client_id": spa.client_id, "post_logout_redirect_uri": LOGOUT_RETURN})
+    assert page.status_code == 200 and b"Sign out" in page.data
+    assert_page_headers(page, "form-action 'self' https://app.example.com")
