@@ -49,8 +49,6 @@ def clean_name(name: str | None) -> str | None:
     return name
 
 
-
-
 def create_user(
     session: Session,
     username: str,

@@ -149,8 +149,10 @@ def test_sign_in_consent_code_exchange_and_refresh(browser, server, callback, ap
     assert refreshed.status_code == 200, refreshed.text
     assert refreshed.json()["refresh_token"] != body["refresh_token"]
 
-    # Signed in and consented: the next request goes straight back with a code.
+    # Signed in and consented: a loopback redirect still asks the person to continue (no
+    # silent code to an app on a device), with no password, then goes back with a code.
     browser.get(authorization_url(server, app_client, callback.url, verifier, state="again"))
+    wait_for(browser, "#allow").click()
     assert wait_until_at(browser, callback.url)["state"] == "again"
 
 

@@ -1,7 +1,7 @@
 """RFC 6749 §10.2: a code for a redirect that any app on the device may receive (loopback,
 private-use scheme; RFC 8252 §8.6) is never issued without the person. Consent given once
 is confirmed on each request, and ``prompt=none`` answers ``interaction_required``; an
-``https`` redirect keeps silent sign-in (docs/clients.md, "prompt=none")."""
+``https`` redirect keeps silent sign-in (docs/clients.md, "prompt=none and apps on a device")."""
 
 from __future__ import annotations
 
