@@ -7,9 +7,11 @@ runs, the right password too (otherwise the delay would tell a guesser nothing).
 hard lock: once the delay has passed the right password signs in and clears the count.
 
 The count is kept by user name, normalised, whether or not an account has that name (the
-answers are the same either way), across every source address. An attempt is counted when
-it is admitted, before the password is checked: two guesses sent at once cannot both pass
-the same free slot. A right password then clears the count.
+answers are the same either way), across every source address. A wrong password is counted
+once it has been checked, a right one clears the count, and an attempt still being checked
+counts for nothing: a person signing in from several devices at once is never refused for
+it. Guesses sent at once can all pass one free slot, but no more of them than argon2 admits
+at a time (``passwords``: a process sheds checks that would wait, 503), a handful per process.
 
 Where the counts live is a :class:`AccountStore` (memory or Redis, ``protocol.attempt_store``);
 per-address and global counts of failed checks are the protocol's (``protocol.rate_limits``,
@@ -88,26 +90,23 @@ class AccountPolicy:
 
 
 def admit(state: AccountState | None, now: float, policy: AccountPolicy
-          ) -> tuple[AccountState, float, bool]:
-    """Decide an attempt: (the new state, seconds still to wait or 0 when admitted, whether
-    this is the first refusal since the last admitted attempt). Admitted, the attempt is
-    counted at once (a right password clears it afterwards)."""
+          ) -> tuple[AccountState | None, float, bool]:
+    """Decide an attempt: (the state to keep, seconds still to wait or 0 when admitted,
+    whether this is the first refusal since the last failure). Admitting counts nothing:
+    :func:`failed` does, once the password was found wrong."""
     if state is None:
-        return AccountState(1, now), 0.0, False
+        return None, 0.0, False
     delay = policy.delay(state.failures)
     # A clock of another instance running ahead cannot make the wait longer than the delay.
     wait = min(delay, state.last_failure + delay - now)
     if wait > 0:
         return dataclasses.replace(state, refused=True), wait, not state.refused
-    return AccountState(state.failures + 1, now), 0.0, False
+    return state, 0.0, False
 
 
-def refund(state: AccountState | None) -> AccountState | None:
-    """An admitted attempt that was not checked after all (the process was too busy to
-    run argon2): it does not count."""
-    if state is None or state.failures <= 1:
-        return None
-    return dataclasses.replace(state, failures=state.failures - 1)
+def failed(state: AccountState | None, now: float) -> AccountState:
+    """A wrong password for the name: one more failure, the delay counted from now."""
+    return AccountState((state.failures if state else 0) + 1, now)
 
 
 class AccountStore(Protocol):

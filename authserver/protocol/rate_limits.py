@@ -270,17 +270,20 @@ class PasswordGuard:
             raise Limited(ACCOUNT, wait, first=first)
 
     def after(self, username: str, succeeded: bool | None) -> None:
-        if succeeded is False:
+        if succeeded is None:
+            return  # not checked (the process was too busy): it counts for nothing
+        if succeeded:
+            change: Any = lambda state: (None, None)  # noqa: E731
+        else:
             self.limits.password_failed(self.address)
-            return
-        change: Any = (lambda state: (None, None)) if succeeded \
-            else (lambda state: (attempt_limits.refund(state), None))
+            now = services().clock().timestamp()
+            change = lambda state: (attempt_limits.failed(state, now), None)  # noqa: E731
         try:
             self.limits.accounts.update(self._key(username), change,
                                         self.limits.policy.forget_after)
         except attempt_limits.LimitsUnavailable as exc:
-            # Signed in all the same; the count stays until it is forgotten.
-            log.warning("brute-force limits: could not clear an account's count (%s)", exc)
+            # The answer stands (signed in, or a wrong password); the count could not move.
+            log.warning("brute-force limits: could not update an account's count (%s)", exc)
 
 
 # -- the endpoints' side ---------------------------------------------------------------

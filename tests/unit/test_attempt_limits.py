@@ -11,7 +11,7 @@ from authserver.domain.attempt_limits import (
     Limited,
     account_key,
     admit,
-    refund,
+    failed,
 )
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC).timestamp()
@@ -23,17 +23,18 @@ def test_the_delay_doubles_from_one_second_after_the_free_attempts():
     assert policy.forget_after == 86_400
 
 
-def test_an_attempt_is_counted_when_admitted_and_refused_inside_the_delay():
+def test_a_wrong_password_is_counted_once_checked_and_refused_inside_the_delay():
     policy = AccountPolicy(free=1, max_delay=900)
-    state, wait, first = admit(None, NOW, policy)
-    assert (state, wait, first) == (AccountState(1, NOW), 0, False)
+    assert admit(None, NOW, policy) == (None, 0, False)  # admitting counts nothing
+    state = failed(None, NOW)
+    assert state == AccountState(1, NOW)
     refused, wait, first = admit(state, NOW + 0.25, policy)
     assert wait == 0.75 and first and refused.refused and refused.failures == 1
     again, _, first = admit(refused, NOW + 0.5, policy)
     assert not first  # audited once per delay
-    state, wait, _ = admit(again, NOW + 1, policy)
-    assert wait == 0 and state == AccountState(2, NOW + 1)
-    assert refund(state) == AccountState(1, NOW + 1) and refund(AccountState(1, NOW)) is None
+    kept, wait, _ = admit(again, NOW + 1, policy)
+    assert wait == 0 and kept == again
+    assert failed(kept, NOW + 1) == AccountState(2, NOW + 1)
 
 
 def test_a_clock_ahead_on_another_instance_waits_no_longer_than_the_delay():
