@@ -262,7 +262,7 @@ def authorization_code(server, session: requests.Session, client: dict[str, Any]
                        "code_challenge_method": "S256"})
     response = session.get(f"{server.url}/oauth/authorize?{query}", allow_redirects=False,
                            timeout=10)
-    for _ in range(4):
+    for _ in range(6):
         location = response.headers.get("Location", "")
         if response.status_code in (302, 303) and location.startswith(CALLBACK):
             params = dict(parse_qsl(urlsplit(location).query))

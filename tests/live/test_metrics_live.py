@@ -53,10 +53,11 @@ def test_two_workers_count_into_one_scrape_and_the_loopback_port(tmp_path: Path)
         assert "authserver_active_key_age_seconds" in loopback.text
 
         # A second server whose metrics port is taken stops at once, with one line.
+        port = live_server.free_port()
         second = subprocess.run(
-            [live_server.AUTHSERVER, "serve", "--port", str(live_server.free_port()),
-             "--workers", "1"], env={**server.env, **env}, capture_output=True, text=True,
-            timeout=30)
+            [live_server.AUTHSERVER, "serve", "--port", str(port), "--workers", "1"],
+            env={**server.env, **env, "AUTHSERVER_ISSUER": f"http://127.0.0.1:{port}"},
+            capture_output=True, text=True, timeout=30)
         assert second.returncode != 0
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and f"127.0.0.1:{metrics_port}" in lines[0], second.stderr
