@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.urls import uri_to_iri
 
 from .config import Settings
+from .crypto.keystore import KeyStoreError
 from .domain import events
 from .extensions import db
 from .services import services
@@ -94,6 +95,20 @@ def database_error(where: str, exc: BaseException | None = None) -> None:
     events.emit(events.DATABASE_ERROR, error=name)
 
 
+def outage(where: str, exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of what every request needs (the database, or the
+    signing keys a process could never load): then it is logged as one line, the request's
+    session is rolled back, and the caller answers 503 ``temporarily_unavailable``."""
+    if is_database_outage(exc):
+        database_error(where, exc)
+    elif isinstance(exc, KeyStoreError):
+        log.error("%s: no signing key: %s", where, exc)
+    else:
+        return False
+    rollback()
+    return True
+
+
 def rollback() -> None:
     """Roll the request's session back after a failure; a connection already gone has
     nothing to roll back (and its error was logged once)."""
@@ -111,11 +126,9 @@ def no_500(view: Callable[[], Response]) -> Callable[[], Response]:
     def wrapper() -> Response:
         try:
             return view()
-        except DATABASE_ERRORS as exc:
-            database_error(request.path, exc)
-            rollback()
-            return unavailable(OAUTH_NO_STORE)
-        except Exception:
+        except Exception as exc:
+            if outage(request.path, exc):
+                return unavailable(OAUTH_NO_STORE)
             log.exception("%s failed", request.path)
             db.session.rollback()
             return server_error(OAUTH_NO_STORE)
@@ -163,9 +176,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        if is_database_outage(exc):
-            database_error(f"{request.method} {request.path}", exc)
-            rollback()
+        if outage(f"{request.method} {request.path}", exc):
             response = _render(503, "503 Service Unavailable",
                                "The service is briefly unavailable. Try again in a moment.")
             response.headers["Retry-After"] = "1"

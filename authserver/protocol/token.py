@@ -14,7 +14,6 @@ from authlib.oauth2.rfc6749.errors import (
     OAuth2Error,
 )
 from flask import Blueprint, Response, g, request
-from sqlalchemy.exc import OperationalError
 
 from .. import http
 from ..domain import events
@@ -139,21 +138,16 @@ def _token_response() -> Response:
         log.warning("token endpoint: request over plain http refused")
         return error_response(oauth_error(InvalidRequestError,
                                           "the token endpoint must be called over https"))
-    except OperationalError:
-        return database_unavailable()
-    except Exception:
-        return internal_error()
+    except Exception as exc:
+        return failed(exc)
 
 
-def database_unavailable() -> Response:
-    """503 with ``Retry-After``: the database failed; nothing was half-done."""
-    http.database_error("token endpoint")  # one line, not a traceback a request
-    http.rollback()
-    return http.unavailable()
-
-
-def internal_error() -> Response:
-    """Never a stack trace to the client; the detail goes to the log."""
+def failed(exc: Exception) -> Response:
+    """503 with ``Retry-After`` when the database or the signing keys failed (one line in
+    the log; nothing was half-done); otherwise 500 ``server_error``, never a stack trace to
+    the client (the detail goes to the log)."""
+    if http.outage("token endpoint", exc):
+        return http.unavailable()
     log.exception("token endpoint failed")
     db.session.rollback()
     return http.server_error()

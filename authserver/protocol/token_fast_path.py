@@ -28,7 +28,6 @@ from urllib.parse import parse_qsl
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Flask
-from sqlalchemy.exc import OperationalError
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_host
 
@@ -139,10 +138,9 @@ class TokenFastPath:
             return body
         except OAuth2Error as error:
             response, outcome = http.error_response(error), error.error
-        except OperationalError:
-            response, outcome = token.database_unavailable(), "temporarily_unavailable"
-        except Exception:
-            response, outcome = token.internal_error(), "server_error"
+        except Exception as exc:
+            response = token.failed(exc)
+            outcome = "temporarily_unavailable" if response.status_code == 503 else "server_error"
         events.emit(events.TOKEN_REQUEST, grant_type=form["grant_type"], outcome=outcome,
                     client_id=client_id)
         response.headers.update(http.OAUTH_NO_STORE)

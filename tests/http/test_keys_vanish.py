@@ -237,6 +237,25 @@ def test_a_process_without_any_key_never_publishes_an_empty_jwks(app, client, tm
     assert discovery.get_json()["id_token_signing_alg_values_supported"] == ["RS256"]
 
 
+def test_a_token_request_without_any_key_is_503_in_one_line(app, oauth, tmp_path, caplog):
+    app_client = oauth.first_party_app()
+    oauth.create_user()
+    refresh_token = oauth.login_pair(app_client)["refresh_token"]
+    svc = app.extensions["authserver"]
+    kept = svc.keys
+    svc.keys = svc.tokens.keys = KeyStore(tmp_path / "missing", check_interval=0.0)
+    caplog.set_level(logging.INFO)
+    for response in (oauth.password_login(app_client), oauth.refresh(app_client, refresh_token)):
+        assert response.status_code == 503, response.get_data(True)
+        assert response.get_json()["error"] == "temporarily_unavailable"
+        assert response.headers["Retry-After"] and response.headers["Cache-Control"] == "no-store"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and all("no signing key" in r.getMessage() and not r.exc_info
+                                    for r in errors)
+    svc.keys = svc.tokens.keys = kept  # nothing was half-done: the token still rotates
+    assert oauth.refresh(app_client, refresh_token).status_code == 200
+
+
 def test_a_worker_that_cannot_load_an_active_key_refuses_to_start(app, own_keys, capsys):
     KeyAdmin(own_keys).ensure()
     (own_keys / "broken.json").write_text("{")

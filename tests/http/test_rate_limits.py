@@ -23,6 +23,7 @@ from authserver.extensions import db
 from authserver.protocol import rate_limits
 from authserver.storage.models import AuditEvent
 from tests.conftest import FakeClock
+from tests.support import instances
 from tests.support.databases import app_settings
 from tests.support.oauth import PASSWORD, BrowserActions, OAuthActions, assert_oauth_error, basic
 
@@ -329,34 +330,12 @@ def test_redis_down_fails_closed_for_accounts_and_open_for_addresses(oauth, app,
     assert "Redis unavailable" in caplog.text
 
 
-REDIS_HOST = "127.0.0.1:6379"
-_CLAIM = "authserver-tests:claimed"  # marks a Redis database index as one run's
-
-
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """An empty Redis database index (1 to 15) at ``REDIS_HOST`` claimed for this test (the
-    limits' keys have a fixed prefix), emptied at the end; skipped without Redis."""
-    redis = pytest.importorskip("redis")
-    mine = uuid.uuid4().hex
-    for index in range(1, 16):
-        url = f"redis://{REDIS_HOST}/{index}"
-        connection = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        try:
-            if not connection.set(_CLAIM, mine, nx=True, ex=600):
-                continue
-        except redis.RedisError as exc:
-            pytest.skip(f"Redis not reachable at {REDIS_HOST}: {type(exc).__name__}")
-        if connection.dbsize() != 1:  # someone's data, unclaimed: leave it alone
-            connection.delete(_CLAIM)
-            continue
-        try:
-            yield url
-        finally:
-            connection.flushdb()
-            connection.close()
-        return
-    pytest.skip(f"no free database index in the Redis at {REDIS_HOST}")
+    """An empty Redis database index claimed for this test (the limits' keys have a fixed
+    prefix); skipped without Redis."""
+    with instances.redis_database() as url:
+        yield url
 
 
 def test_two_instances_on_one_redis_add_up(database_url, keys_dir, redis_url):
@@ -396,7 +375,7 @@ def test_two_instances_on_one_redis_add_up(database_url, keys_dir, redis_url):
         import redis
         connection = redis.Redis.from_url(redis_url)
         names = [key.decode() for key in connection.scan_iter("*")
-                 if key != _CLAIM.encode()]
+                 if key != instances.CLAIM.encode()]
         assert names and all(key.startswith("authserver:limits:") for key in names)
         assert not any(name in key for key in names)  # no user names in Redis
         connection.close()

@@ -25,7 +25,7 @@ from tests.support.oauth import PASSWORD
 
 REDIS_HOST = "127.0.0.1:6379"
 # Marks a Redis database index as taken by one test run; expires should the run be killed.
-_CLAIM = "authserver-tests:claimed"
+CLAIM = "authserver-tests:claimed"
 
 
 @contextlib.contextmanager
@@ -40,12 +40,12 @@ def redis_database() -> Iterator[str]:
         url = f"redis://{REDIS_HOST}/{index}"
         connection = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         try:
-            if not connection.set(_CLAIM, mine, nx=True, ex=600):
+            if not connection.set(CLAIM, mine, nx=True, ex=600):
                 continue
         except redis.RedisError as exc:
             pytest.skip(f"Redis not reachable at {REDIS_HOST}: {type(exc).__name__}")
         if connection.dbsize() != 1:  # someone's data, unclaimed: leave it alone
-            connection.delete(_CLAIM)
+            connection.delete(CLAIM)
             continue
         try:
             yield url
