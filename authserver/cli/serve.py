@@ -262,8 +262,8 @@ def _start_metrics() -> None:
 @click.option("--max-connections", default=DEFAULT_MAX_CONNECTIONS, show_default=True,
               type=click.IntRange(16, 100_000), help="Open connections per worker.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
-              help="One line per request on stdout: method, path (never the query "
-                   "string), status, duration.")
+              help="One line per request on stdout: address, method, path (never the "
+                   "query string), status, duration, client id, request id.")
 @with_appcontext
 def serve(host: str, port: int, workers: int, threads: int, header_timeout: int,
           max_connections: int, access_log: bool) -> None:
