@@ -9,7 +9,6 @@ still issued with the kept key, the JWKS answers the same bytes, ``health()`` (w
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ from authserver.crypto.keystore import KeyStore
 from authserver.crypto.lifecycle import KeyPolicy
 from authserver.domain import events
 from authserver.protocol.tokens import AccessTokenIssuer
+from tests.conftest import FakeClock
 
 JWKS = "/.well-known/jwks.json"
 # The store is what is tested; the database does not matter.
@@ -61,17 +61,6 @@ def seen() -> Iterator[list[tuple[str, dict]]]:
     events.subscribe(listener)
     yield got
     events.unsubscribe(listener)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
 
 
 def _free_port() -> int:
@@ -169,7 +158,7 @@ def test_a_key_whose_files_vanish_stays_published_until_its_tokens_expire(
     --force`` (a compromised key) leaves the JWKS at once."""
     app_client = oauth.first_party_app()
     oauth.create_user()
-    clock = Clock()  # activations whole seconds apart, as in life (activate stamps seconds)
+    clock = FakeClock()  # activations whole seconds apart, as in life (activate stamps seconds)
     store.clock = clock
     admin = KeyAdmin(own_keys, clock=clock)
 
